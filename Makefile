@@ -1,0 +1,44 @@
+# fashion-rerank developer commands. `make demo` and `make test` are the two a newcomer needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup opensearch opensearch-stop test test-fast demo proto bench clean
+
+# Idempotent: a second run only re-installs when pyproject.toml or constraints.txt changed.
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24,<27"
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test]'
+	@touch $@
+
+# A real single-node OpenSearch on 127.0.0.1:9200 with k-NN, ml-commons and neural-search.
+opensearch: setup
+	$(BIN)/fashion-rerank opensearch start --plugins knn,ml
+
+opensearch-stop: setup
+	$(BIN)/fashion-rerank opensearch stop
+
+# The test suite starts the OpenSearch node itself when none is running (and stops it afterwards).
+test: setup
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/fashion-rerank demo $(DEMO_ARGS)
+
+# Regenerate the gRPC stubs from proto/ (tests fail when they are stale).
+proto: setup
+	$(BIN)/python -m reranker.protogen
+
+bench: setup
+	$(BIN)/python bench/index_bench.py
+	$(BIN)/python bench/rerank_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache reports

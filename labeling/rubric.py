@@ -1,0 +1,330 @@
+"""The reference rubric: a deterministic 0-3 fashion relevance grade from structured attributes.
+
+THIS IS NOT AN LLM. It is the grading rule behind `fashion-rerank judge-server` (model name
+`reference-rubric-v1`), shipped so the labeling job, its tests and the demo run offline. It reads the
+shopper's query for product type (with shopper synonyms: tee = t-shirt, sneakers = casual shoes ...),
+colour (navy = navy blue; dark blue is a synonym of navy; colour families), gender, usage and season, and
+reads the same attributes out of the product text made by `indexer.product.rerank_text`
+("title | type | colour | gender | usage | season | brand | description", empty fields left out).
+
+Grades follow the rubric in `labeling.prompts`:
+    3 exact    right type and every attribute the query names matches
+    2 good     right type, minor differences: colour synonym or same colour family, usage or season differs
+    1 partial  same broad category but another type, or right type with a significant mismatch (gender, colour family)
+    0          another category
+A query that names no known product type can score at most 2.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# ------------------------------------------------------------------------------------------ vocabulary
+
+
+def canon(text: str) -> str:
+    """Lowercase, hyphens/underscores/apostrophes to spaces, collapse spaces, singularise each word
+    ("T-Shirts" -> "t shirt", "Flip Flops" -> "flip flop", "Dresses" -> "dress", "Watches" -> "watch")."""
+    words = re.sub(r"[-_'’/&,.()]+", " ", text.lower()).split()
+    return " ".join(_singular(w) for w in words)
+
+
+_IRREGULAR = {"scarves": "scarf", "knives": "knife", "children": "child", "ladies": "lady", "kurtis": "kurti"}
+
+
+def _singular(w: str) -> str:
+    if w in _IRREGULAR:
+        return _IRREGULAR[w]
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes")):
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+#: canonical product type -> shopper phrases (canonicalised at import). Catalog names map to themselves.
+TYPE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "tshirt": ("tshirt", "t shirt", "tee", "tee shirt", "polo", "polo shirt", "polo tee"),
+    "shirt": ("shirt", "button down shirt", "button down", "formal shirt", "casual shirt"),
+    "top": ("top", "blouse", "crop top"),
+    "kurta": ("kurta",),
+    "kurti": ("kurti",),
+    "tunic": ("tunic",),
+    "sweatshirt": ("sweatshirt", "hoodie", "hooded sweatshirt"),
+    "sweater": ("sweater", "jumper", "pullover", "cardigan"),
+    "jacket": ("jacket", "windcheater", "bomber"),
+    "blazer": ("blazer",),
+    "dress": ("dress", "frock", "gown"),
+    "jeans": ("jeans", "denim", "denims"),
+    "trousers": ("trousers", "pants", "chinos", "slacks"),
+    "shorts": ("shorts", "bermudas"),
+    "track pant": ("track pant", "joggers", "trackpant", "track pants", "sweatpant"),
+    "capris": ("capris",),
+    "leggings": ("leggings", "jeggings", "tights"),
+    "skirt": ("skirt",),
+    "saree": ("saree", "sari"),
+    "casual shoe": ("casual shoe", "sneaker", "loafer", "canvas shoe", "slip on"),
+    "sports shoe": ("sports shoe", "running shoe", "trainer", "training shoe", "sport shoe", "gym shoe"),
+    "formal shoe": ("formal shoe", "oxford", "derby", "office shoe", "brogue"),
+    "heel": ("heel", "high heel", "stiletto", "pump", "wedge"),
+    "flat": ("flat", "ballerina", "ballet flat"),
+    "sandal": ("sandal",),
+    "sports sandal": ("sports sandal", "floater"),
+    "flip flop": ("flip flop", "slipper", "chappal", "slider"),
+    "watch": ("watch", "wristwatch", "wrist watch"),
+    "sunglasses": ("sunglasses", "shade", "sunnie", "goggle"),
+    "handbag": ("handbag", "purse", "tote", "tote bag", "shoulder bag", "sling bag"),
+    "backpack": ("backpack", "rucksack", "school bag"),
+    "clutch": ("clutch",),
+    "wallet": ("wallet",),
+    "belt": ("belt",),
+    "sock": ("sock",),
+    "cap": ("cap", "baseball cap", "hat"),
+    "tie": ("tie", "necktie"),
+    "brief": ("briefs", "brief", "underwear"),
+    "bra": ("bra",),
+    "earring": ("earring", "stud", "jhumka"),
+    "perfume and body mist": ("perfume", "body mist", "fragrance", "eau de parfum", "cologne"),
+    "deodorant": ("deodorant", "deo"),
+}
+
+#: canonical product type -> broad category (for the "partial" grade). Unknown types are their own group.
+TYPE_GROUP: dict[str, str] = {}
+for _group, _types in {
+    "topwear": ("tshirt", "shirt", "top", "kurta", "kurti", "tunic", "sweatshirt", "sweater", "jacket", "blazer",
+                "waistcoat", "shrug", "rain jacket", "nehru jacket", "dress", "jumpsuit"),
+    "bottomwear": ("jeans", "trousers", "shorts", "track pant", "capris", "leggings", "skirt", "patiala", "salwar",
+                   "churidar", "jeggings", "tights", "lounge pant", "rain trouser", "stocking"),
+    "footwear": ("casual shoe", "sports shoe", "formal shoe", "heel", "flat", "sandal", "sports sandal", "flip flop",
+                 "boot", "booty"),
+    "bags": ("handbag", "backpack", "clutch", "duffel bag", "laptop bag", "messenger bag", "mobile pouch",
+             "travel accessory", "trolley bag", "rucksack", "waist pouch", "tablet sleeve", "wallet"),
+    "watches": ("watch",),
+    "eyewear": ("sunglasses",),
+    "jewellery": ("earring", "pendant", "necklace and chain", "ring", "bangle", "bracelet", "jewellery set"),
+    "innerwear": ("brief", "briefs", "bra", "trunk", "boxers", "innerwear vest", "camisole", "shapewear", "bath robe"),
+    "nightwear": ("nightdress", "night suit", "lounge short", "lounge tshirt", "baby doll", "robe"),
+    "fragrance": ("perfume and body mist", "deodorant", "fragrance gift set"),
+    "beauty": ("lipstick", "lip gloss", "nail polish", "kajal and eyeliner", "foundation and primer", "compact",
+               "highlighter and blush", "eyeshadow", "lip liner", "face moisturiser", "mascara", "concealer"),
+    "accessories": ("belt", "tie", "cap", "sock", "scarf", "stole", "muffler", "cufflink", "suspender", "glove",
+                    "accessory gift set", "dupatta"),
+    "ethnic": ("saree", "kurta set", "lehenga choli", "salwar and dupatta"),
+}.items():
+    for _t in _types:
+        TYPE_GROUP.setdefault(canon(_t), _group)
+
+#: canonical colour (catalog name) -> shopper phrases meaning exactly that colour.
+COLOUR_EXACT: dict[str, tuple[str, ...]] = {
+    "navy blue": ("navy", "navy blue"),
+    "grey": ("grey", "gray"),
+    "grey melange": ("grey melange", "gray melange", "heather grey", "heather gray"),
+    "off white": ("off white", "ivory"),
+    "multi": ("multi", "multicolour", "multicolor", "multi colour", "multi color", "multicoloured"),
+}
+#: shopper phrases that are synonyms (close, not identical) of a catalog colour -> "good" (grade 2) at best.
+COLOUR_SYNONYM: dict[str, str] = {
+    "dark blue": "navy blue", "midnight blue": "navy blue", "wine": "maroon", "burgundy red": "burgundy",
+    "dark grey": "charcoal", "dark gray": "charcoal", "light blue": "blue", "sky blue": "blue", "royal blue": "blue",
+    "dark green": "olive", "army green": "olive", "camel": "tan", "off-white": "off white", "ecru": "cream",
+    "fuchsia": "magenta", "lilac": "lavender", "aqua": "turquoise blue", "golden": "gold", "jet black": "black",
+}
+#: colour families: a colour in the same family as the wanted one is a minor difference.
+COLOUR_FAMILY: dict[str, str] = {}
+for _fam, _cols in {
+    "blue": ("blue", "navy blue", "turquoise blue", "teal"),
+    "white": ("white", "off white", "cream"),
+    "grey": ("grey", "grey melange", "charcoal", "steel"),
+    "black": ("black",),
+    "red": ("red", "maroon", "burgundy", "rust", "rose"),
+    "brown": ("brown", "coffee brown", "mushroom brown", "tan", "taupe", "khaki", "beige", "nude", "skin"),
+    "green": ("green", "olive", "sea green", "lime green", "fluorescent green"),
+    "pink": ("pink", "magenta", "peach", "mauve"),
+    "purple": ("purple", "lavender"),
+    "yellow": ("yellow", "mustard"),
+    "orange": ("orange",),
+    "metallic": ("silver", "gold", "bronze", "copper", "metallic"),
+    "multi": ("multi",),
+}.items():
+    for _c in _cols:
+        COLOUR_FAMILY[canon(_c)] = _fam
+
+GENDER_WORDS: dict[str, str] = {
+    "men": "men", "man": "men", "mens": "men", "male": "men", "gents": "men", "him": "men", "guy": "men",
+    "women": "women", "woman": "women", "womens": "women", "ladies": "women", "lady": "women", "female": "women",
+    "her": "women", "girl": "girls", "girls": "girls", "boy": "boys", "boys": "boys", "kid": "kids", "kids": "kids",
+    "children": "kids", "child": "kids", "unisex": "unisex",
+}
+USAGE_WORDS: dict[str, str] = {
+    "casual": "casual", "everyday": "casual", "formal": "formal", "office": "formal", "work": "formal",
+    "sports": "sports", "sport": "sports", "running": "sports", "gym": "sports", "training": "sports",
+    "ethnic": "ethnic", "traditional": "ethnic", "festive": "ethnic", "party": "party", "travel": "travel",
+    "smart casual": "smart casual",
+}
+SEASONS = ("summer", "winter", "fall", "spring")
+_SEASON_WORDS = {"summer": "summer", "winter": "winter", "fall": "fall", "autumn": "fall", "spring": "spring"}
+
+_PRODUCT_USAGES = {"casual", "formal", "sport", "ethnic", "party", "travel", "smart casual", "home", "na"}
+_PRODUCT_GENDERS = {"men", "women", "boy", "girl", "unisex", "kid"}
+
+# phrase -> canonical, longest phrases first for greedy matching; catalog type names match themselves
+_TYPE_PHRASES = sorted(
+    {(canon(p), canon(t)) for t, ps in TYPE_SYNONYMS.items() for p in (*ps, t)} | {(t, t) for t in TYPE_GROUP},
+    key=lambda x: (-len(x[0]), x[0]),
+)
+_GENDER = {canon(k): v for k, v in GENDER_WORDS.items()}
+_USAGE = {canon(k): v for k, v in USAGE_WORDS.items()} | {"sport": "sports", "home": "home", "na": "na"}
+_COLOUR_PHRASES = sorted(
+    [(canon(p), c, "exact") for c, ps in COLOUR_EXACT.items() for p in ps]
+    + [(canon(p), c, "synonym") for p, c in COLOUR_SYNONYM.items()]
+    + [(c, c, "exact") for c in COLOUR_FAMILY if c not in {canon(x) for x in COLOUR_EXACT}],
+    key=lambda x: (-len(x[0]), x[0]),
+)
+
+
+def _find(phrase: str, text: str) -> bool:
+    return re.search(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", text) is not None
+
+
+# --------------------------------------------------------------------------------------- parsed facts
+
+
+@dataclass(frozen=True)
+class QueryIntent:
+    """What a shopper's query asks for (canonical values; None when the query does not say)."""
+
+    text: str
+    type: str | None = None
+    colour: str | None = None
+    colour_is_synonym: bool = False
+    gender: str | None = None
+    usage: str | None = None
+    season: str | None = None
+
+
+@dataclass(frozen=True)
+class ProductFacts:
+    """Attributes read out of a product text (canonical values, "" when absent)."""
+
+    title: str
+    type: str = ""
+    colour: str = ""
+    gender: str = ""
+    usage: str = ""
+    season: str = ""
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+
+def parse_query(query: str) -> QueryIntent:
+    """Read type, colour, gender, usage and season out of a shopper query (greedy longest phrase)."""
+    text = canon(query)
+    rest = f" {text} "
+    qtype = None
+    for phrase, t in _TYPE_PHRASES:
+        if _find(phrase, rest):
+            qtype = t
+            rest = re.sub(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", " ", rest, count=1)
+            break
+    colour, syn = None, False
+    for phrase, c, kind in _COLOUR_PHRASES:
+        if _find(phrase, rest):
+            colour, syn = c, kind == "synonym"
+            rest = rest.replace(phrase, " ", 1)
+            break
+    words = rest.split()
+    gender = next((_GENDER[w] for w in words if w in _GENDER), None)
+    usage = "smart casual" if "smart casual" in rest else next((_USAGE[w] for w in words if w in _USAGE), None)
+    season = next((_SEASON_WORDS[w] for w in words if w in _SEASON_WORDS), None)
+    return QueryIntent(query, qtype, colour, syn, gender, usage, season)
+
+
+def parse_product_text(text: str) -> ProductFacts:
+    """Split a `rerank_text` ("title | type | colour | gender | usage | season | brand | description") into facts.
+
+    Fields are recognised by vocabulary (gender, season, usage, colour words) because empty fields are left
+    out of the text; the first unrecognised field after the title is the product type.
+    """
+    parts = [p.strip() for p in text.split(" | ")]
+    title, fields = parts[0], parts[1:]
+    out = {"type": "", "colour": "", "gender": "", "usage": "", "season": ""}
+    extra = []
+    for f in fields:
+        c = canon(f)
+        if not out["gender"] and c in _PRODUCT_GENDERS:
+            out["gender"] = _GENDER.get(c, c)
+        elif not out["season"] and c in SEASONS:
+            out["season"] = c
+        elif not out["usage"] and c in _PRODUCT_USAGES:
+            out["usage"] = _USAGE.get(c, c)
+        elif not out["colour"] and c in COLOUR_FAMILY:
+            out["colour"] = c
+        elif not out["type"] and not out["colour"] and not out["gender"]:
+            out["type"] = c
+        else:
+            extra.append(f)
+    if not out["type"]:  # fall back to a type word in the title
+        t = canon(title)
+        out["type"] = next((ty for phrase, ty in _TYPE_PHRASES if _find(phrase, f" {t} ")), "")
+    return ProductFacts(title=title, extra=tuple(extra), **out)
+
+
+def _type_matches(want: str, product_type: str) -> bool:
+    if not product_type:
+        return False
+    if want == product_type:
+        return True
+    # product type phrased differently by another catalog (e.g. H&M "T-shirt" -> "t shirt")
+    return any(t == want and p == product_type for p, t in _TYPE_PHRASES)
+
+
+def _group(t: str) -> str:
+    return TYPE_GROUP.get(t) or TYPE_GROUP.get(next((ty for p, ty in _TYPE_PHRASES if p == t), t), t)
+
+
+def grade(query: str, product_text: str) -> tuple[int, str]:
+    """Grade (0-3) and a short reason for one (query, product text) pair. Deterministic."""
+    q = parse_query(query)
+    p = parse_product_text(product_text)
+    minor: list[str] = []
+    major: list[str] = []
+    if q.colour:
+        if not p.colour or p.colour == "na":
+            minor.append("colour unknown")
+        elif p.colour == q.colour:
+            if q.colour_is_synonym:
+                minor.append(f"colour {p.colour} is a synonym")
+        elif COLOUR_FAMILY.get(p.colour) and COLOUR_FAMILY.get(p.colour) == COLOUR_FAMILY.get(q.colour):
+            minor.append(f"colour {p.colour} close to {q.colour}")
+        else:
+            major.append(f"colour {p.colour or '?'} not {q.colour}")
+    if q.gender:
+        pg = p.gender
+        ok = pg == q.gender or (pg == "unisex" and q.gender in ("men", "women")) or (
+            q.gender == "kids" and pg in ("boys", "girls")) or (q.gender == "unisex")
+        if not pg:
+            minor.append("gender unknown")
+        elif not ok:
+            major.append(f"for {pg}, not {q.gender}")
+    if q.usage and p.usage and p.usage != q.usage:
+        minor.append(f"{p.usage} not {q.usage}")
+    if q.season and p.season and p.season != q.season:
+        minor.append(f"{p.season} not {q.season}")
+
+    if q.type is None:
+        if major:
+            return 0, "no product type in query; " + "; ".join(major)
+        if minor:
+            return 1, "no product type in query; " + "; ".join(minor)
+        return 2, "no product type in query; attributes match"
+    if not _type_matches(q.type, p.type):
+        if p.type and _group(p.type) == _group(q.type):
+            return 1, f"same category ({_group(q.type)}), {p.type} not {q.type}"
+        return 0, f"{p.type or 'unknown type'} is not {q.type}"
+    if major:
+        return 1, f"right type; " + "; ".join(major)
+    if minor:
+        return 2, f"right type; " + "; ".join(minor)
+    return 3, "type and all named attributes match"

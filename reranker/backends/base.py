@@ -1,0 +1,99 @@
+"""The interface every cross-encoder backend implements, so the scoring core never sees a framework.
+
+A backend tokenizes once per batch (`encode`), then the core runs length-sorted sub-batches of the
+encoded pairs (`run`), checking deadlines in between. `score` is the one-call convenience for a single
+query (benchmarks, tests, offline use).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+#: backend name -> "module:function" returning a Backend; the function is `load(path, **kwargs)`.
+BACKENDS: dict[str, str] = {"torch": "reranker.backends.torch_backend:load"}
+
+
+@dataclass
+class Encoded:
+    """Tokenized (query, document) pairs of one batch.
+
+    Attributes:
+        lengths: (n,) int array, tokens per pair after truncation (special tokens included).
+        data: backend-specific per-pair token data (e.g. ids and token type ids).
+    """
+
+    lengths: np.ndarray
+    data: Any = field(repr=False, default=None)
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+
+class Backend(ABC):
+    """A loaded cross-encoder.
+
+    Attributes:
+        version: registry version (or path) of the loaded model.
+        max_length: tokens per (query, document) pair the model reads; the document side is truncated
+            to fit, never the query.
+    """
+
+    version: str
+    max_length: int
+    #: tokens always left for the document: a query longer than max_length - 3 - this is refused.
+    min_document_tokens: int = 8
+
+    @abstractmethod
+    def query_tokens(self, query: str) -> int:
+        """Tokens of `query` alone (no special tokens). Thread-safe."""
+
+    def max_query_tokens(self) -> int:
+        """Longest query (in tokens) accepted: the pair must still fit `min_document_tokens` of document."""
+        return self.max_length - 3 - self.min_document_tokens
+
+    @abstractmethod
+    def encode(self, queries: Sequence[str], documents: Sequence[str], truncate_left: Sequence[bool] | None = None) -> Encoded:
+        """Tokenize pairs (queries[i], documents[i]) once; documents truncated to fit `max_length`.
+
+        `truncate_left[i]` drops tokens from the start of document i instead of its end (TEI's
+        truncation_direction=LEFT). Raises ValueError for a query longer than `max_query_tokens()`.
+        """
+
+    @abstractmethod
+    def run(self, encoded: Encoded, indices: np.ndarray) -> np.ndarray:
+        """Logits (len(indices),) float32 for the pairs `indices` of `encoded`, padded to their longest."""
+
+    def score(self, query: str, documents: Sequence[str], sub_batch: int = 25) -> np.ndarray:
+        """Logits (len(documents),) float32 in input order: encode once, length-sorted sub-batches."""
+        if not documents:
+            return np.zeros(0, dtype=np.float32)
+        enc = self.encode([query] * len(documents), documents)
+        order = np.argsort(-enc.lengths, kind="stable")
+        out = np.empty(len(documents), dtype=np.float32)
+        for i in range(0, len(order), sub_batch):
+            idx = order[i : i + sub_batch]
+            out[idx] = self.run(enc, idx)
+        return out
+
+    def close(self) -> None:
+        """Release the model (the core calls this after a hot swap)."""
+
+
+def load_backend(kind: str, path: str | Path, **kwargs) -> Backend:
+    """Load the model folder `path` with backend `kind` (see BACKENDS); kwargs go to its `load`.
+
+    Raises:
+        ValueError: unknown backend name.
+    """
+    try:
+        target = BACKENDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown backend {kind!r}; available: {', '.join(sorted(BACKENDS))}") from None
+    mod, fn = target.split(":")
+    return getattr(importlib.import_module(mod), fn)(path, **kwargs)

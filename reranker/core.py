@@ -1,0 +1,507 @@
+"""The scoring core shared by every front (gRPC, HTTP): a bounded queue, batches across requests, hot swap.
+
+Design (after Hugging Face text-embeddings-inference's router/core/backend split):
+- `submit` validates a request (limits, query length in tokens), puts it on a bounded queue counted in
+  (query, document) pairs, and returns a `concurrent.futures.Future` at once. A full queue raises
+  `QueueFullError` immediately (back-pressure, never an unbounded wait).
+- One worker thread takes the oldest request plus as many queued ones as fit in `max_batch_pairs`,
+  tokenizes all their pairs in one call, sorts the pairs by token length (longest first) and runs
+  sub-batches of at most `sub_batch` pairs and `max_batch_tokens` padded tokens. Between sub-batches it
+  drops the remaining pairs of any request whose deadline passed or whose future was cancelled (client
+  went away), so such work stops within one sub-batch. A request's future resolves as soon as its last
+  pair is scored.
+- A watcher thread polls `registry.current()`; a new version is loaded beside the serving one and the
+  reference is swapped between batches. The batch in flight finishes on the old model, which is then
+  released. No request fails because of a swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from reranker.backends import Backend, load_backend
+from reranker.errors import (
+    BackendError,
+    DeadlineExceededError,
+    InvalidInputError,
+    NoModelError,
+    QueueFullError,
+    TooLargeError,
+)
+from reranker.registry import ModelRegistry
+from reranker.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from reranker.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreResult:
+    """Scores of one request, in input order.
+
+    Attributes:
+        logits: (n,) float32 raw cross-encoder logits.
+        scores: (n,) float32 sigmoid(logits), in [0, 1].
+        model_version: registry version that scored the request ("" for an empty request with no model).
+        timings: seconds spent in "queue", "tokenize", "inference" and "total" (submit to result).
+        tokens: tokens the model read for this request (after truncation, special tokens included).
+    """
+
+    logits: np.ndarray
+    scores: np.ndarray
+    model_version: str
+    timings: dict[str, float]
+    tokens: int
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float32 in [0, 1]."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out.astype(np.float32)
+
+
+@dataclass(eq=False)
+class _Work:
+    query: str
+    documents: list[str]
+    deadline: float | None
+    front: str
+    future: Future
+    enqueued: float
+    truncate_left: bool = False
+    # filled by the worker
+    logits: np.ndarray | None = None
+    remaining: int = 0
+    tokens: int = 0
+    started: float = 0.0
+    tokenize_s: float = 0.0
+    inference_started: float = 0.0
+    alive: bool = True
+    done_pairs: int = field(default=0)
+
+    @property
+    def n(self) -> int:
+        return len(self.documents)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+
+def _fail(fut: Future, exc: BaseException) -> None:
+    if not fut.done():
+        try:
+            fut.set_exception(exc)
+        except InvalidStateError:  # cancelled or finished meanwhile
+            pass
+
+
+class ScoringCore:
+    """The queue, batcher and model holder both fronts call.
+
+    Args:
+        settings: limits and batching (`ServeSettings`).
+        registry: where the served model comes from (`current` pointer).
+        metrics: optional `reranker.metrics.Metrics` to record queue depth, stages, batches, swaps.
+    """
+
+    def __init__(self, settings: ServeSettings, registry: ModelRegistry, metrics: "Metrics | None" = None):
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self._backend: Backend | None = None
+        self._in_use: Backend | None = None
+        self._swap_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._failed_version: str | None = None
+        self._queue: deque[_Work] = deque()
+        self._queued_pairs = 0
+        self._cond = threading.Condition()
+        self._busy = False
+        self._accepting = False
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load the registry's `current` version (if any), start the worker and the registry watcher."""
+        self.check_registry()
+        self._stopping.clear()
+        self._abort.clear()
+        self._accepting = True
+        self._worker = threading.Thread(target=self._work_loop, name="rerank-worker", daemon=True)
+        self._worker.start()
+        self._watcher = threading.Thread(target=self._watch_loop, name="rerank-registry-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop(self, grace_s: float) -> None:
+        """Refuse new work, let queued and running requests finish for up to `grace_s` seconds, then stop.
+
+        Requests still unfinished after the grace period fail with DeadlineExceededError.
+        """
+        self._accepting = False
+        end = time.monotonic() + max(0.0, grace_s)
+        with self._cond:
+            while (self._queue or self._busy) and time.monotonic() < end:
+                self._cond.wait(min(0.05, max(0.0, end - time.monotonic())))
+            if self._queue or self._busy:
+                self._abort.set()
+            self._stopping.set()
+            self._cond.notify_all()
+        for t in (self._worker, self._watcher):
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout=5.0)
+        with self._cond:
+            while self._queue:
+                w = self._queue.popleft()
+                _fail(w.future, DeadlineExceededError("the scoring core stopped before this request was scored"))
+            self._queued_pairs = 0
+            self._update_queue_metrics()
+
+    @property
+    def model_version(self) -> str | None:
+        """Version of the serving model, or None when none is loaded."""
+        b = self._backend
+        return b.version if b is not None else None
+
+    @property
+    def max_length(self) -> int | None:
+        """Tokens per (query, document) pair of the serving model, or None when none is loaded."""
+        b = self._backend
+        return b.max_length if b is not None else None
+
+    def queue_depth(self) -> tuple[int, int]:
+        """(requests, pairs) waiting in the queue (not counting the batch being scored)."""
+        with self._cond:
+            return len(self._queue), self._queued_pairs
+
+    @property
+    def busy(self) -> bool:
+        """True while the worker is scoring a batch."""
+        return self._busy
+
+    # ------------------------------------------------------------------ model registry
+    def check_registry(self) -> str | None:
+        """Load the registry's `current` version if it differs from the serving one; returns the serving version.
+
+        A version that fails to load is logged, counted (`model_loads_total{outcome="error"}`) and not
+        retried until the pointer changes; the old model keeps serving.
+        """
+        with self._load_lock:
+            try:
+                version = self.registry.current()
+            except OSError as exc:
+                log.warning("cannot read the registry pointer in %s: %s", self.registry.dir, exc)
+                return self.model_version
+            serving = self.model_version
+            if version is None or version == serving or version == self._failed_version:
+                return serving
+            from fashion_rerank.settings import ModelSettings
+
+            t0 = time.monotonic()
+            try:
+                backend = load_backend(self.settings.backend, self.registry.path(version), version=version,
+                                       threads=self.settings.threads, device=ModelSettings().device)
+            except Exception as exc:  # noqa: BLE001 - any load failure keeps the old model serving
+                self._failed_version = version
+                log.error("cannot load model %s version %s (still serving %s): %s",
+                          self.registry.name, version, serving, exc)
+                if self.metrics:
+                    self.metrics.model_loads.labels("error").inc()
+                return serving
+            self._failed_version = None
+            with self._swap_lock:
+                old = self._backend
+                self._backend = backend
+                release = old is not None and old is not self._in_use
+            if release:
+                old.close()
+            if self.metrics:
+                self.metrics.model_loads.labels("ok").inc()
+                self.metrics.set_model_version(version)
+            log.info("serving cross-encoder %s version %s (was %s; loaded in %.1f s, max_length=%d)",
+                     self.registry.name, version, serving, time.monotonic() - t0, backend.max_length)
+            return version
+
+    def _watch_loop(self) -> None:
+        while not self._stopping.wait(self.settings.registry_poll_s):
+            try:
+                self.check_registry()
+            except Exception:  # noqa: BLE001 - the watcher must survive anything
+                log.exception("registry watcher error")
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, query: str, documents: Sequence[str], deadline: float | None = None, front: str = "grpc",
+               truncate_left: bool = False) -> "Future[ScoreResult]":
+        """Queue one request; returns a Future resolving to a ScoreResult (input order).
+
+        Args:
+            query: the search query (never truncated).
+            documents: texts to score; an empty list resolves at once to an empty result.
+            deadline: `time.monotonic()` value after which the work is dropped (DeadlineExceededError).
+            front: which front calls ("grpc", "http"); for logs.
+            truncate_left: cut over-long documents at their start instead of their end.
+
+        Raises (at once, nothing queued):
+            InvalidInputError: empty query, a non-string document.
+            TooLargeError: more than `max_documents` documents, a text over `max_text_chars`, or a query
+                too long to leave room for the document in the model's `max_length` tokens.
+            NoModelError: no model is loaded (nothing promoted).
+            QueueFullError: the queue holds `queue_pairs` pairs already, or the core is not running.
+
+        The future fails with DeadlineExceededError (deadline passed) or BackendError (model failure),
+        and is cancelled by `future.cancel()` when the caller goes away (its remaining work is dropped).
+        """
+        s = self.settings
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
+        if not query.strip():
+            raise InvalidInputError("query is empty")
+        if len(query) > s.max_text_chars:
+            raise TooLargeError(f"query has {len(query)} characters; the limit is {s.max_text_chars}")
+        if isinstance(documents, str) or not isinstance(documents, Sequence):
+            raise InvalidInputError("documents must be a list of strings")
+        docs = list(documents)
+        if len(docs) > s.max_documents:
+            raise TooLargeError(f"{len(docs)} documents in one request; the limit is {s.max_documents}")
+        for i, d in enumerate(docs):
+            if not isinstance(d, str):
+                raise InvalidInputError(f"document {i} must be a string, got {type(d).__name__}")
+            if len(d) > s.max_text_chars:
+                raise TooLargeError(f"document {i} has {len(d)} characters; the limit is {s.max_text_chars}")
+        if not self._accepting:
+            raise QueueFullError("the scoring core is not running (starting or shutting down)")
+        fut: Future = Future()
+        now = time.monotonic()
+        backend = self._backend
+        if not docs:
+            fut.set_result(ScoreResult(np.zeros(0, np.float32), np.zeros(0, np.float32),
+                                       backend.version if backend else "",
+                                       {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": 0.0}, 0))
+            return fut
+        if backend is None:
+            raise NoModelError(f"no cross-encoder is promoted in {self.registry.dir} yet")
+        qt = backend.query_tokens(query)
+        if qt > backend.max_query_tokens():
+            raise TooLargeError(
+                f"query is {qt} tokens; the model reads {backend.max_length} tokens per (query, document) pair "
+                f"and the query may use at most {backend.max_query_tokens()} of them (the query is never truncated)")
+        work = _Work(query=query, documents=docs, deadline=deadline, front=front, future=fut, enqueued=now,
+                     truncate_left=truncate_left)
+        if deadline is not None and now >= deadline:
+            _fail(fut, DeadlineExceededError("the deadline passed before the request was queued"))
+            return fut
+        with self._cond:
+            if self._queued_pairs + work.n > s.queue_pairs:
+                raise QueueFullError(
+                    f"scoring queue is full ({self._queued_pairs} pairs waiting, limit {s.queue_pairs}); retry later")
+            self._queue.append(work)
+            self._queued_pairs += work.n
+            self._update_queue_metrics()
+            self._cond.notify()
+        return fut
+
+    async def score(self, query: str, documents: Sequence[str], deadline: float | None = None, front: str = "grpc",
+                    truncate_left: bool = False) -> ScoreResult:
+        """asyncio wrapper of `submit`: awaits the result; cancelling the awaiting task drops the work.
+
+        Raises what `submit` raises, and DeadlineExceededError / BackendError from the worker.
+        """
+        fut = self.submit(query, documents, deadline, front, truncate_left)
+        return await asyncio.wrap_future(fut)
+
+    # ------------------------------------------------------------------ worker
+    def _update_queue_metrics(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.labels("requests").set(len(self._queue))
+            self.metrics.queue_depth.labels("pairs").set(self._queued_pairs)
+
+    def _take(self) -> list[_Work] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping.is_set():
+                    return None
+                self._cond.wait(0.25)
+            batch = [self._queue.popleft()]
+            pairs = batch[0].n
+            while self._queue and pairs + self._queue[0].n <= self.settings.max_batch_pairs:
+                w = self._queue.popleft()
+                batch.append(w)
+                pairs += w.n
+            self._queued_pairs -= pairs
+            self._busy = True
+            self._update_queue_metrics()
+            return batch
+
+    def _work_loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._process(batch)
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the worker
+                log.exception("scoring batch failed")
+                for w in batch:
+                    _fail(w.future, BackendError(f"the model failed on this batch: {exc}"))
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _abandon(self, w: _Work, exc: BaseException) -> None:
+        w.alive = False
+        if self.metrics and w.remaining:
+            self.metrics.pairs.labels("abandoned").inc(w.remaining)
+        _fail(w.future, exc)
+
+    def _check_alive(self, works: list[_Work]) -> None:
+        now = time.monotonic()
+        for w in works:
+            if not w.alive or w.remaining == 0:
+                continue
+            if self._abort.is_set():
+                self._abandon(w, DeadlineExceededError("the server shut down before this request was scored"))
+            elif w.future.done():  # cancelled: the client went away
+                self._abandon(w, DeadlineExceededError("cancelled"))
+            elif w.expired(now):
+                self._abandon(w, DeadlineExceededError(
+                    f"deadline passed after {w.n - w.remaining} of {w.n} documents were scored"))
+
+    def _encode(self, backend: Backend, works: list[_Work]):
+        queries: list[str] = []
+        docs: list[str] = []
+        left: list[bool] = []
+        for w in works:
+            queries += [w.query] * w.n
+            docs += w.documents
+            left += [w.truncate_left] * w.n
+        return backend.encode(queries, docs, left if any(left) else None)
+
+    def _process(self, batch: list[_Work]) -> None:
+        s, m = self.settings, self.metrics
+        for w in batch:
+            w.remaining = w.n
+        self._check_alive(batch)
+        live = [w for w in batch if w.alive]
+        if not live:
+            return
+        with self._swap_lock:
+            backend = self._backend
+            self._in_use = backend
+        try:
+            if backend is None:  # cannot happen once a model was loaded; keep the contract anyway
+                for w in live:
+                    self._abandon(w, NoModelError("no cross-encoder is loaded"))
+                return
+            t0 = time.monotonic()
+            for w in live:
+                w.started = t0
+            try:
+                enc = self._encode(backend, live)
+            except ValueError:
+                # A query that does not fit this model (e.g. a swap shortened max_length): fail only it.
+                ok = []
+                for w in live:
+                    try:
+                        self._encode(backend, [w])
+                        ok.append(w)
+                    except ValueError as exc:
+                        self._abandon(w, TooLargeError(str(exc)))
+                live = ok
+                if not live:
+                    return
+                enc = self._encode(backend, live)
+            t1 = time.monotonic()
+            tok_s = t1 - t0
+            if m:
+                m.batch_pairs.observe(sum(w.n for w in live))
+                m.batch_requests.observe(len(live))
+            owner = np.concatenate([np.full(w.n, k, dtype=np.int64) for k, w in enumerate(live)])
+            local = np.concatenate([np.arange(w.n, dtype=np.int64) for w in live])
+            lengths = enc.lengths
+            start = 0
+            for w in live:
+                w.logits = np.empty(w.n, dtype=np.float32)
+                w.tokens = int(lengths[start : start + w.n].sum())
+                w.tokenize_s = tok_s
+                w.inference_started = t1
+                start += w.n
+            order = np.argsort(-lengths, kind="stable")
+            pos, total = 0, len(order)
+            while pos < total:
+                self._check_alive(live)
+                idx: list[int] = []
+                width = 0
+                while pos < total and len(idx) < s.sub_batch:
+                    i = int(order[pos])
+                    if not live[owner[i]].alive:
+                        pos += 1
+                        continue
+                    w_ = max(width, int(lengths[i]))
+                    if idx and w_ * (len(idx) + 1) > s.max_batch_tokens:
+                        break
+                    idx.append(i)
+                    width = w_
+                    pos += 1
+                if not idx:
+                    break
+                logits = backend.run(enc, np.asarray(idx, dtype=np.int64))
+                if m:
+                    m.pairs.labels("scored").inc(len(idx))
+                touched = []
+                for i, logit in zip(idx, logits.tolist()):
+                    w = live[owner[i]]
+                    w.logits[local[i]] = logit
+                    w.remaining -= 1
+                    if w.remaining == 0:
+                        touched.append(w)
+                for w in touched:
+                    self._complete(w, backend.version)
+        finally:
+            with self._swap_lock:
+                self._in_use = None
+                stale = backend is not None and backend is not self._backend
+            if stale:
+                backend.close()
+
+    def _complete(self, w: _Work, version: str) -> None:
+        now = time.monotonic()
+        if not np.all(np.isfinite(w.logits)):
+            self._abandon(w, BackendError("the model returned non-finite scores"))
+            return
+        timings = {
+            "queue": w.started - w.enqueued,
+            "tokenize": w.tokenize_s,
+            "inference": now - w.inference_started,
+            "total": now - w.enqueued,
+        }
+        if self.metrics:
+            self.metrics.stage.labels("queue").observe(timings["queue"])
+            self.metrics.stage.labels("tokenization").observe(timings["tokenize"])
+            self.metrics.stage.labels("inference").observe(timings["inference"])
+        result = ScoreResult(logits=w.logits, scores=sigmoid(w.logits), model_version=version, timings=timings,
+                             tokens=w.tokens)
+        w.alive = False
+        if not w.future.done():
+            try:
+                w.future.set_result(result)
+            except InvalidStateError:
+                pass

@@ -1,0 +1,142 @@
+"""The demo: the shopper-query generator (fast) and the whole pipeline on a small catalog slice (slow)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from fashion_rerank.queries import (
+    COLOUR_WORDS,
+    TYPE_WORDS,
+    generate_queries,
+    group_key,
+    matching_products,
+)
+from indexer.catalogs import read_myntra
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    """The first 5,000 products of the bundled Myntra catalog."""
+    return list(read_myntra(limit=5000).products)
+
+
+def test_generator_is_seeded_and_deterministic(catalog):
+    a = generate_queries(catalog, n_distinct=300, seed=7)
+    b = generate_queries(list(reversed(catalog)), n_distinct=300, seed=7)  # catalog order does not matter
+    c = generate_queries(catalog, n_distinct=300, seed=8)
+    assert [q.text for q in a.train] == [q.text for q in b.train]
+    assert [q.text for q in a.test] == [q.text for q in b.test]
+    assert a.stream("train") == b.stream("train")
+    assert [q.text for q in a.train] != [q.text for q in c.train]
+
+
+def test_sizes_split_and_no_shared_query_string(catalog):
+    qs = generate_queries(catalog, n_distinct=300, test_share=1 / 3, seed=42)
+    train = {q.text for q in qs.train}
+    test = {q.text for q in qs.test}
+    assert len(train) + len(test) == 300 == len(qs.train) + len(qs.test)  # distinct strings
+    assert not train & test
+    # stricter: not even a reordering of a training query is held out
+    assert not {group_key(t) for t in train} & {group_key(t) for t in test}
+    assert 90 <= len(test) <= 110
+    # the traffic stream only replays training queries, each at least once
+    stream = Counter(qs.stream("train"))
+    assert set(stream) == train
+    assert all(stream[q.text] == q.count >= 1 for q in qs.train)
+
+
+def test_every_query_has_a_matching_product(catalog):
+    qs = generate_queries(catalog, n_distinct=300, seed=42)
+    for q in qs.train + qs.test:
+        assert q.intent.product_type in TYPE_WORDS
+        matches = matching_products(q.intent, catalog)
+        assert matches, f"no catalog product matches {q.text!r} ({q.intent})"
+        assert any(p.attributes["product_type"] == q.intent.product_type for p in matches)
+
+
+def test_queries_look_like_shopper_queries(catalog):
+    qs = generate_queries(catalog, n_distinct=400, seed=42)
+    allq = qs.train + qs.test
+    texts = [q.text for q in allq]
+    # head/tail: a few queries repeat a lot, most of the tail is sent once
+    counts = sorted((q.count for q in allq), reverse=True)
+    assert counts[0] >= 20 * counts[len(counts) // 2]
+    assert sum(c == 1 for c in counts) > len(counts) / 2
+    # a small share of typos
+    typos = sum(q.typo for q in allq)
+    assert 0 < typos <= 0.1 * len(allq)
+    # everyday words: colour synonyms and gender phrases appear
+    words = " ".join(texts)
+    assert any(syn in words for syn in ("navy", "dark blue", "burgundy", "off white", "gray"))
+    assert any(g in words for g in ("for her", "for him", "ladies", "kids"))
+    # queries name what their intent asks for: a query with a colour contains one of its words (typos aside)
+    for q in allq:
+        if q.intent.colour and not q.typo:
+            assert any(w in q.text for w in COLOUR_WORDS[q.intent.colour]), q.text
+    # shopper text: lowercase, short, nothing like the catalog's "Men"/"Women" title case
+    assert all(t == t.lower() and 1 <= len(t.split()) <= 9 for t in texts)
+
+
+def test_bad_arguments_are_refused(catalog):
+    with pytest.raises(ValueError):
+        generate_queries(catalog, n_distinct=0)
+    with pytest.raises(ValueError):
+        generate_queries([], n_distinct=10)
+
+
+# ------------------------------------------------------------------------------------- failing clearly
+
+def test_busy_port_stops_the_demo_with_what_to_do():
+    import socket
+
+    from fashion_rerank.demo import DemoError, claim_port
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(DemoError, match=rf"port {port} .*already in use.*--grpc-port"):
+            claim_port(port, "sidecar's gRPC server", "--grpc-port")
+    assert claim_port(0, "x", "--x") > 0  # 0 picks a free port
+
+
+def test_full_disk_stops_the_demo_with_what_to_do(tmp_path):
+    import shutil
+
+    from fashion_rerank.demo import DemoError, check_disk
+
+    free = shutil.disk_usage(tmp_path).free
+    check_disk([tmp_path], need=1)
+    with pytest.raises(DemoError, match="free some space"):
+        check_disk([tmp_path], need=free * 2)
+
+
+def test_report_renders_from_a_summary(tmp_path):
+    from fashion_rerank.report import write_report
+
+    m = lambda v: {"value": v, "ci95": [v - 0.02, v + 0.02]}  # noqa: E731
+    summary = {
+        "systems": {
+            "knn": {"ndcg@10": m(0.70), "mrr@10": m(0.75), "recall@10": m(0.20),
+                    "latency_ms": {"p50": 20.0, "p95": 40.0, "n": 3, "samples": [15.0, 20.0, 40.0]}},
+            "reranked": {"ndcg@10": m(0.80), "mrr@10": m(0.85), "recall@10": m(0.25),
+                         "latency_ms": {"p50": 200.0, "p95": 400.0, "n": 3, "samples": [150.0, 200.0, 400.0]}},
+        },
+        "significance": {"ndcg@10": {"test": "paired t-test", "p_value": 0.0001, "delta": 0.1, "delta_ci95": [0.05, 0.15]}},
+        "judge": {"name": "fashion-rerank judge-server", "model": "reference-rubric-v1", "reference_rubric": True},
+        "model": {"base_model": "packaged:all-MiniLM-L6-v2", "training_time_s": 12.0},
+        "judged_pairs": {"train": 100, "held_out": 50, "total": 150},
+        "examples": [{"query": "black tee men", "knn": [{"title": "A | B", "grade": 1}], "reranked": [{"title": "C", "grade": 3}]}],
+        "caveats": ["the rubric reads the same attributes as the generator"],
+        "steps": [{"name": "index", "seconds": 1.5, "note": ""}], "total_seconds": 2.0,
+    }
+    paths = write_report(summary, tmp_path)
+    md = paths["report"].read_text()
+    assert "| kNN order (bi-encoder only) | 0.700 [0.680, 0.720]" in md
+    assert "reference rubric judge" in md and "not from an LLM" in md
+    assert "A / B" in md  # a "|" inside a title cannot break the table
+    assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(paths["summary"].read_text())["systems"]["reranked"]["ndcg@10"]["value"] == 0.80

@@ -372,19 +372,38 @@ def wait_model(target: str, version: str, proc: Background | None, timeout_s: fl
                     f"(it serves {last or 'no model'}); see {proc.log_path if proc else 'its log'}")
 
 
-def run_streaming(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
-    """Run `cmd`, echoing its output (indented) and writing it to `log_path`; returns the exit code."""
+def run_streaming(cmd: list[str], env: dict[str, str], log_path: Path, progress_every_s: float = 10.0) -> int:
+    """Run `cmd`, echoing its output (indented) and writing all of it to `log_path`; returns the exit code.
+
+    Progress-bar redraws (text ended by a carriage return) are echoed at most every `progress_every_s`
+    seconds; the log file keeps everything.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, text=True, bufsize=1)
+    with open(log_path, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        last_bar = 0.0
+        buf = b""
         try:
             assert proc.stdout is not None
-            for line in proc.stdout:
-                fh.write(line)
+            while chunk := proc.stdout.read1(65536):
+                fh.write(chunk)
                 fh.flush()
-                # progress bars redraw with \r: show only their last state
-                print("      | " + line.rstrip("\n").split("\r")[-1], flush=True)
+                buf += chunk
+                while True:
+                    cut = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+                    if cut < 0:
+                        break
+                    piece, end, buf = buf[:cut], buf[cut:cut + 1], buf[cut + 1:]
+                    text = piece.decode("utf-8", errors="replace").rstrip()
+                    if not text:
+                        continue
+                    if end == b"\r":  # a progress bar redraw
+                        if time.monotonic() - last_bar < progress_every_s:
+                            continue
+                        last_bar = time.monotonic()
+                    print("      | " + text, flush=True)
+            if buf.strip():
+                print("      | " + buf.decode("utf-8", errors="replace").rstrip(), flush=True)
             return proc.wait()
         except BaseException:
             proc.terminate()
@@ -396,8 +415,44 @@ def run_streaming(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
 
 
 def load_refresh_summary(refresh_dir: Path) -> dict:
-    """TODO: wire to labeling's refresh summary."""
-    return {}
+    """The newest `refresh-*.json` report of `fashion-rerank refresh` (labeling.refresh.RefreshReport) in
+    `refresh_dir`, condensed for the demo summary; {"error": ...} when there is none."""
+    reports = sorted(refresh_dir.glob("refresh-*.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        return {"status": "error", "error": f"no refresh report was written to {refresh_dir}"}
+    rep = json.loads(reports[-1].read_text())
+    lab = rep.get("labeling") or {}
+    grading = lab.get("grading") or {}
+    cand = rep.get("candidate") or {}
+    train = cand.get("training") or {}
+    out: dict[str, Any] = {
+        "status": rep.get("status"), "reason": rep.get("message"), "report": rep.get("paths", {}).get("markdown"),
+        "error": rep.get("message") if rep.get("status") == "error" else None,
+        "promoted_version": rep.get("serving_after") if rep.get("status") == "promoted" else None,
+        "prompt_version": (rep.get("judge") or {}).get("prompt_version"),
+        "label_source": (rep.get("judge") or {}).get("label_source"),
+        "logged_queries": lab.get("log_records"), "distinct_queries": lab.get("distinct_queries"),
+        "sampled_queries": lab.get("sampled"), "sampled_by_split": lab.get("by_split"),
+        "judged_pairs": grading.get("written"), "grading_pairs_per_s": grading.get("pairs_per_s"),
+        "refresh_seconds": rep.get("seconds"),
+    }
+    if cand:
+        out["model"] = {
+            "version": cand.get("version"), "base_model": train.get("base_model"),
+            "base_model_kind": train.get("base_model_kind"), "train_pairs": train.get("pairs"),
+            "train_queries": train.get("queries"), "grades": train.get("grades"), "epochs": train.get("epochs"),
+            "learning_rate": train.get("learning_rate"), "batch_size": train.get("batch_size"), "loss": train.get("loss"),
+            "max_length": train.get("max_length"), "training_time_s": train.get("seconds"),
+            "pairs_per_s": train.get("pairs_per_s"), "seconds_per_1k_pairs_epoch": train.get("seconds_per_1k_pairs_epoch"),
+            "threads": train.get("threads"),
+        }
+        out["gate"] = cand.get("gate")
+        out["refresh_evaluation"] = {
+            split: {name: {"model": sysd.get("model"), **{k: v for k, v in (sysd.get("metrics") or {}).items()}}
+                    for name, sysd in (ev.get("systems") or {}).items()} | {"queries": ev.get("queries")}
+            for split, ev in (cand.get("evaluation") or {}).items()
+        }
+    return out
 
 
 #: metric key in summary.json -> name in labeling.evaluate.MEASURES
@@ -704,17 +759,21 @@ class Demo:
         if not external_judge():
             env.update(FR_LABEL_BASE_URL=self.judge_url, FR_LABEL_API_KEY="reference-judge-needs-no-key",
                        FR_LABEL_JUDGE_MODEL="reference-rubric-v1")
-        cmd = cli_cmd("refresh", "--registry", str(self.registry_dir.resolve()))
-        log(f"running `fashion-rerank refresh` on {n_queries} logged queries (pools: kNN top {cfg.train_top_k} + "
-            f"{cfg.train_random} random; {cfg.epochs} epochs, lr {cfg.learning_rate}); output also in {self.logs / 'refresh.log'}")
+        cmd = cli_cmd("refresh", "--registry", str(self.registry_dir.resolve()), "--queries", str(n_queries),
+                      "--query-log", str(self.query_log.resolve()), "--judgments", str(judgments.resolve()),
+                      "--reports-dir", str(refresh_dir.resolve()), "--alias", self.alias)
+        log(f"running `fashion-rerank refresh` on the {n_queries} distinct logged queries (pools: kNN top "
+            f"{cfg.train_top_k} + {cfg.train_random} random; {cfg.epochs} epochs, lr {cfg.learning_rate}); "
+            f"output also in {self.logs / 'refresh.log'}")
         t = time.monotonic()
         rc = run_streaming(cmd, env, self.logs / "refresh.log")
         refresh = load_refresh_summary(refresh_dir)
         refresh["exit_code"] = rc
         refresh["seconds"] = time.monotonic() - t
         self.results["refresh"] = refresh
-        if refresh.get("error") and not refresh.get("promoted"):
-            raise DemoError(f"`fashion-rerank refresh` failed (exit {rc}): {refresh['error']}; see {self.logs / 'refresh.log'}")
+        if rc not in (0, 3) or refresh.get("status") == "error":
+            raise DemoError(f"`fashion-rerank refresh` failed (exit {rc}): {refresh.get('error') or refresh.get('reason')}; "
+                            f"see {self.logs / 'refresh.log'}")
         promoted = refresh.get("promoted_version")
         if promoted:
             log(f"promoted {promoted}")

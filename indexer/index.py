@@ -105,8 +105,10 @@ def build_index_body(dimension: int, settings: IndexSettings | None = None, refr
 
     Fields: `embedding` knn_vector (HNSW, engine/space/m/ef_construction from `settings`);
     `product_id`, `text_hash` (of rerank_text) and `source_hash` (of all fields, for --incremental)
-    keyword; `title`/`description` text (BM25); every attribute of ATTRIBUTE_FIELDS a keyword with a lowercase normalizer (so a filter `{"gender": "women"}` matches
-    "Women"; `_source` keeps the original value), `rerank_text` text with `store: true`.
+    keyword; `title`/`description` text (BM25); every attribute of ATTRIBUTE_FIELDS a keyword with a
+    lowercase normalizer (so a filter `{"gender": "women"}` matches "Women"; `_source` keeps the
+    original value); `rerank_text` text with `store: true`. `_meta.fashion_rerank.complete` is false
+    until `mark_complete`. `refresh_interval` "-1" switches refresh off for a full build.
     `dynamic: strict` rejects unknown fields instead of growing the mapping.
 
     Raises ValueError for a non-positive dimension.
@@ -156,14 +158,50 @@ def new_index_name(alias: str, now: datetime | None = None) -> str:
     return f"{alias}-{now.strftime(TIMESTAMP_FORMAT)}"
 
 
+def native_engine_available(client, engine: str = "faiss") -> bool | None:
+    """Whether the cluster's k-NN plugin has the JNI library of a native `engine` ("faiss", "nmslib").
+
+    Looks at `plugins/opensearch-knn/` under each node's `path.home` (from `_nodes/settings`) for
+    `libopensearchknn_<engine>*`. Returns False when a node's home is visible on this machine and the
+    library is missing (the local dev node installed from Maven Central), True when every visible node
+    has it, None when no node's home is visible here (a remote cluster: nothing can be said).
+    """
+    from pathlib import Path
+
+    from opensearchpy.exceptions import TransportError
+
+    try:
+        nodes = client.nodes.info(metric="settings", filter_path="nodes.*.settings.path.home").get("nodes", {})
+    except TransportError:  # e.g. a managed cluster that forbids _nodes: nothing can be said
+        return None
+    seen = False
+    for info in nodes.values():
+        home = Path(info.get("settings", {}).get("path", {}).get("home", "/nonexistent"))
+        knn = home / "plugins" / "opensearch-knn"
+        if not knn.is_dir():
+            continue
+        seen = True
+        if not any(knn.rglob(f"libopensearchknn_{engine}*")):
+            return False
+    return True if seen else None
+
+
 def create_index(client, name: str, dimension: int, settings: IndexSettings | None = None) -> None:
     """Create the versioned index `name` (refresh off for the build) and verify `index.knn` is true.
 
     Raises:
-        IndexSetupError: the created index does not have `index.knn: true` (it is deleted again).
+        IndexSetupError: a native engine (faiss) was asked for but the node lacks its JNI library (see
+            IndexSettings: such an index would kill the node at its first refresh), or the created index
+            does not have `index.knn: true` (it is deleted again).
         opensearchpy.RequestError: e.g. the name exists already.
     """
     s = settings or IndexSettings()
+    if s.engine != "lucene" and native_engine_available(client, s.engine) is False:
+        raise IndexSetupError(
+            f"the k-NN plugin of this OpenSearch node has no {s.engine} native library (the plugin zip from "
+            f"Maven Central ships none); a {s.engine} index would crash the node at its first refresh. Use "
+            "FR_INDEX_ENGINE=lucene, or a node from the full OpenSearch distribution."
+        )
     client.indices.create(index=name, body=build_index_body(dimension, s), request_timeout=s.request_timeout_s)
     got = client.indices.get_settings(index=name, name="index.knn", request_timeout=s.request_timeout_s)
     knn = got.get(name, {}).get("settings", {}).get("index", {}).get("knn")

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -312,7 +311,11 @@ def run_index(
     if full:
         summary.previous_index = current_index(client, alias)
         target = unique_index_name(client, alias)
-        create_index(client, target, dim, s)
+        try:
+            create_index(client, target, dim, s)
+        except BaseException:
+            client.indices.delete(index=target, ignore_unavailable=True)
+            raise
     assert target is not None
     summary.index = target
 

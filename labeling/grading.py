@@ -24,7 +24,7 @@ Behaviour (each rule is tested against the reference judge over real HTTP):
 from __future__ import annotations
 
 import asyncio
-import random
+import os
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
@@ -162,8 +162,6 @@ class Grader:
         from openai import AsyncOpenAI
 
         key = self.s.api_key.get_secret_value() if self.s.api_key else None
-        import os
-
         if not key and not os.environ.get("OPENAI_API_KEY"):
             key = "no-key-set"  # the reference judge ignores it; a real provider answers 401 -> JudgeConfigError
         return AsyncOpenAI(base_url=self.s.base_url, api_key=key, organization=self.s.organization,
@@ -217,7 +215,7 @@ class Grader:
 
     # -- one group of identical (query, text) pairs
     async def _grade_group(self, client, reqs: list[PairRequest]) -> str:
-        """Grade one distinct (query, text); returns "done", "deferred", "skipped" or "failed"."""
+        """Grade one distinct (query, text); returns "done", "deferred" or "failed" (left for the next run)."""
         import openai
 
         req = reqs[0]

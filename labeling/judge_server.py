@@ -21,7 +21,7 @@ a comma-separated list of `kind[xN][=value]`; `xN` limits a fault to the first N
     429[xN][=retry_after]   rate limited (Retry-After header, seconds, default 0)
     500[xN] / 503[xN]       server error
     slow[xN]=S              sleep S seconds before answering (client timeouts)
-    hold-after=N            after N answered calls, hold every further request until /admin/release
+    hold-after=N            let N requests through, hold every further one until /admin/release
     no-response-format      400 naming response_format when a request carries one
     fenced                  reply wrapped in a ```json code fence
     grade=V                 reply with grade V (a JSON literal: 7, "two", null, 2.5)
@@ -42,9 +42,8 @@ import select
 import socket
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -92,6 +91,7 @@ class JudgeStats:
     def reset(self) -> None:
         with self._lock:
             self.calls = 0
+            self.admitted = 0
             self.answered = 0
             self.abandoned = 0
             self.by_status: Counter[int] = Counter()
@@ -108,6 +108,14 @@ class JudgeStats:
                 return 1
             self.pair_calls[pair] += 1
             return self.pair_calls[pair]
+
+    def admit(self, limit: int) -> bool:
+        """Let a request through while fewer than `limit` were let through (the `hold-after` fault)."""
+        with self._lock:
+            if self.admitted < limit:
+                self.admitted += 1
+                return True
+            return False
 
     def done(self, pair: tuple[str, str] | None, status: int, delivered: bool) -> None:
         with self._lock:
@@ -254,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "slow" in kinds:
             time.sleep(float(kinds["slow"].value or 1.0))
-        if "hold-after" in kinds and srv.stats.answered >= int(kinds["hold-after"].value or 0):
+        if "hold-after" in kinds and not srv.stats.admit(int(kinds["hold-after"].value or 0)):
             while not srv.released.wait(0.05):
                 if self._client_gone():
                     break

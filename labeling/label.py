@@ -17,7 +17,7 @@ from typing import Any
 from labeling import prompts
 from labeling.candidates import build_pool, catalog_id
 from labeling.grading import Grader, GradingSummary, PairRequest
-from labeling.querylog_reader import read_query_log
+from labeling.querylog_reader import is_file_source, read_query_log
 from labeling.sampling import count_queries, sample_queries
 from labeling.settings import LabelSettings
 from labeling.store import JudgmentStore, Pool
@@ -82,7 +82,7 @@ def unfinished_pools(store: JudgmentStore, catalog: str, judge_model: str) -> li
 def plan_pools(settings: LabelSettings, store: JudgmentStore, client, encoder, alias: str, catalog: str,
                run_id: str, log_source: str, n: int, run: LabelRun) -> list[Pool]:
     """Sample up to `n` new queries from the log and retrieve their candidate pools (not yet stored)."""
-    read = read_query_log(log_source, client=None if _is_file(log_source) else client)
+    read = read_query_log(log_source, client=None if is_file_source(log_source) else client)
     counts, spellings = count_queries(r.user_query for r in read.records)
     run.log_records, run.log_skipped, run.distinct_queries = read.read, len(read.skipped), len(counts)
     exclude = store.judged_queries(catalog, settings.judge_model, prompts.PROMPT_VERSION)
@@ -101,12 +101,6 @@ def plan_pools(settings: LabelSettings, store: JudgmentStore, client, encoder, a
                           judge_model=settings.judge_model, prompt_version=prompts.PROMPT_VERSION,
                           candidates=cands, raw_query=sq.raw, count=sq.count))
     return pools
-
-
-def _is_file(source: str) -> bool:
-    from labeling.querylog_reader import is_file_source
-
-    return is_file_source(source)
 
 
 def pair_requests(store: JudgmentStore, pools: list[Pool]) -> list[PairRequest]:

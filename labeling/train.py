@@ -67,9 +67,10 @@ def targets(grades: Sequence[int] | np.ndarray) -> np.ndarray:
             or targets that are not finite float32 values in [0, 1].
     """
     arr = np.asarray(grades)
-    if arr.dtype.kind not in "iu" or (arr.size and (arr.min() < 0 or arr.max() > 3)):
-        raise ValueError(f"grades must be integers 0-3, got dtype {arr.dtype} range "
-                         f"[{arr.min() if arr.size else '-'}, {arr.max() if arr.size else '-'}]")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"grades must be integers 0-3, got dtype {arr.dtype} (an unlabeled None must never reach training)")
+    if arr.size and (arr.min() < 0 or arr.max() > 3):
+        raise ValueError(f"grades must be integers 0-3, got range [{arr.min()}, {arr.max()}]")
     y = (arr.astype(np.float32) / np.float32(3.0)).astype(np.float32)
     if y.dtype != np.float32 or not np.all(np.isfinite(y)) or (y.size and (y.min() < 0.0 or y.max() > 1.0)):
         raise ValueError("targets must be finite float32 values in [0, 1]")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import math
 import threading
@@ -177,9 +178,9 @@ def f32(value: float) -> float:
 
     Scores are float32 (the model's precision, also on gRPC). Printing them at double precision
     ("0.5073469877243042") is not only noise: ml-commons reads the connector's JSON with json-smart,
-    which turns numbers of more than 18 characters into BigDecimal (checked on 2.19.1: 0.12345678901234567
-    fails, 0.5073469877243042 works), and its Cohere post-process
-    function then fails with a ClassCastException (BigDecimal cannot be cast to Double).
+    which turns numbers of more than 18 characters into BigDecimal, and its Cohere post-process function
+    then fails with a ClassCastException (BigDecimal cannot be cast to Double). Checked on 2.19.1:
+    0.12345678901234567 fails, 0.5073469877243042 works.
     """
     return float(str(np.float32(value)))
 
@@ -221,12 +222,15 @@ def create_app(core, metrics=None, settings=None) -> FastAPI:
 
     app = FastAPI(title="fashion-rerank", docs_url=None, redoc_url=None, openapi_url=None)
 
+    def check_auth(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise HttpError(401, "missing or invalid bearer token (Authorization: Bearer <FR_SERVE_HTTP_API_KEY>)", "unauthorized")
+
     async def read_json(request: Request) -> dict:
-        if api_key is not None:
-            header = request.headers.get("authorization", "")
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-                raise HttpError(401, "missing or invalid bearer token (Authorization: Bearer <FR_SERVE_HTTP_API_KEY>)", "unauthorized")
+        check_auth(request)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body:
             raise HttpError(413, f"request body is {length} bytes, more than the limit of {max_body}")
@@ -235,8 +239,6 @@ def create_app(core, metrics=None, settings=None) -> FastAPI:
             raw += chunk
             if len(raw) > max_body:
                 raise HttpError(413, f"request body is more than the limit of {max_body} bytes")
-        import json
-
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -390,11 +392,7 @@ def create_app(core, metrics=None, settings=None) -> FastAPI:
         """The served model (OpenAI-style list)."""
 
         async def work(started: float):
-            if api_key is not None:
-                header = request.headers.get("authorization", "")
-                scheme, _, token = header.partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-                    raise HttpError(401, "missing or invalid bearer token", "unauthorized")
+            check_auth(request)
             version = core.model_version
             data = [] if version is None else [{"id": model_name, "object": "model", "version": version, "owned_by": "fashion-rerank"}]
             return JSONResponse({"object": "list", "data": data})

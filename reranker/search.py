@@ -264,7 +264,7 @@ class SearchService:
     def _failed(self, reason: str, err: RerankError, cause: BaseException):
         if not self.settings.fail_open:
             raise err from cause
-        log.warning("Search fails open (%s): %s", reason, cause)
+        log.warning("Search fails open (%s): %s", reason, err)
         if self.metrics:
             self.metrics.fail_open.labels(reason).inc()
         return None, None, reason

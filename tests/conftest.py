@@ -96,7 +96,9 @@ def trained_registry(tmp_path_factory):
     grade/3) pairs from the bundled Myntra catalog: 2 epochs, lr 1e-4, batch 16, seed 0 (about 20 s on
     2 cores). It ranks a product of the asked-for type/colour/gender far above unrelated ones (pairwise
     accuracy about 0.99 on held-out products), which is all the serving tests need. Saved with
-    `save_pretrained` plus `card.json` and `model_card.md`, then promoted.
+    `save_pretrained` plus `card.json` and `model_card.md`, then promoted. The weights are cached under
+    `<cache>/test-models/` keyed by training data, settings and library versions (FR_TEST_MODEL_CACHE=0
+    retrains).
     """
     import json
     from datetime import datetime, timezone
@@ -107,32 +109,53 @@ def trained_registry(tmp_path_factory):
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from fashion_rerank.settings import cpu_quota, resolve_model_path
+    from fashion_rerank.settings import cache_root, cpu_quota, resolve_model_path
     from reranker.registry import ModelRegistry
 
-    torch.set_num_threads(min(2, cpu_quota()))
-    torch.manual_seed(0)
     rows = graded_training_pairs()
-    data = Dataset.from_dict({"query": [r[0] for r in rows], "document": [r[1] for r in rows],
-                              "label": [float(r[2]) for r in rows]})
+    hparams = {"epochs": 2, "learning_rate": 1e-4, "batch_size": 16, "max_length": 64, "seed": 0}
     base = resolve_model_path("packaged:all-MiniLM-L6-v2")
-    model = CrossEncoder(base, num_labels=1, max_length=64)
-    work = tmp_path_factory.mktemp("ce-train")
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(work), num_train_epochs=2, per_device_train_batch_size=16, learning_rate=1e-4,
-        warmup_steps=0.1, seed=0, report_to="none", save_strategy="no", logging_steps=10_000,
-        disable_tqdm=True, use_cpu=True)
-    CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model)).train()
-
     registry = ModelRegistry(tmp_path_factory.mktemp("models"), "fashion-ce")
     version, folder = registry.new_version_dir()
-    model.save_pretrained(str(folder))
+
+    # The trained weights are cached per (data, settings, library versions): a shared 2-core machine
+    # trains in 20 s idle but minutes under load. FR_TEST_MODEL_CACHE=0 always retrains.
+    import hashlib
+    import shutil
+
+    import sentence_transformers
+    import transformers
+
+    key = hashlib.sha1(json.dumps([rows, hparams, torch.__version__, transformers.__version__,
+                                   sentence_transformers.__version__]).encode()).hexdigest()[:16]
+    cache = cache_root() / "test-models" / f"tiny-ce-{key}"
+    if os.environ.get("FR_TEST_MODEL_CACHE", "1") != "0" and (cache / "config.json").exists():
+        shutil.copytree(cache, folder, dirs_exist_ok=True)
+    else:
+        torch.set_num_threads(min(2, cpu_quota()))
+        torch.manual_seed(0)
+        data = Dataset.from_dict({"query": [r[0] for r in rows], "document": [r[1] for r in rows],
+                                  "label": [float(r[2]) for r in rows]})
+        model = CrossEncoder(base, num_labels=1, max_length=hparams["max_length"])
+        args = CrossEncoderTrainingArguments(
+            output_dir=str(tmp_path_factory.mktemp("ce-train")), num_train_epochs=hparams["epochs"],
+            per_device_train_batch_size=hparams["batch_size"], learning_rate=hparams["learning_rate"],
+            warmup_steps=0.1, seed=hparams["seed"], report_to="none", save_strategy="no", logging_steps=10_000,
+            disable_tqdm=True, use_cpu=True)
+        CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model)).train()
+        model.save_pretrained(str(folder))
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)
+        try:
+            os.replace(tmp, cache)
+        except OSError:  # another session cached it first
+            shutil.rmtree(tmp, ignore_errors=True)
     (folder / "model_card.md").write_text(
         "# fashion-ce (test fixture)\n\nTiny cross-encoder fine-tuned from all-MiniLM-L6-v2 on attribute-graded "
         "Myntra pairs by tests/conftest.py::trained_registry. For tests only.\n")
     (folder / "card.json").write_text(json.dumps({
-        "version": version, "base_model": "packaged:all-MiniLM-L6-v2", "max_length": 64,
-        "train_pairs": len(rows), "epochs": 2, "learning_rate": 1e-4, "seed": 0,
+        "version": version, "base_model": "packaged:all-MiniLM-L6-v2",
+        "train_pairs": len(rows), **hparams, "cache_key": key,
         "loss": "BinaryCrossEntropyLoss", "labels": "attribute-match grade / 3",
         "created": datetime.now(timezone.utc).isoformat(), "purpose": "test fixture",
     }, indent=2))

@@ -221,7 +221,7 @@ def test_no_model_gives_503(tmp_path):
 
 def test_queue_full_gives_429(registry):
     """A small queue (50 pairs): while the worker scores one request and another waits, more get 429."""
-    sc = Sidecar(registry, queue_pairs=50, max_documents=50, max_batch_pairs=50, sub_batch=5)
+    sc = Sidecar(registry, queue_pairs=50, max_documents=50, max_batch_pairs=50, sub_batch=5, rerank_budget_ms=120_000)
     try:
         docs = ["a fairly long product description of a red cotton summer dress with floral print " * 4] * 50
         busy = sc.core.submit("red dress", docs, front="test")  # the worker takes this one
@@ -325,6 +325,12 @@ def _snapshot(os_client, alias: str) -> dict:
     """What install/uninstall may touch: cluster settings, pipelines, ml-commons objects, index settings."""
     from opensearchpy.exceptions import NotFoundError
 
+    import warnings
+
+    with warnings.catch_warnings():  # ml-commons' search reads its system indices near-real-time: refresh first
+        warnings.simplefilter("ignore")
+        os_client.indices.refresh(index=".plugins-ml-*", allow_no_indices=True, ignore_unavailable=True,
+                                  expand_wildcards="all")
     snap: dict = {"settings": os_client.cluster.get_settings(flat_settings=True)}
     try:
         snap["pipelines"] = os_client.transport.perform_request("GET", "/_search/pipeline")
@@ -459,7 +465,8 @@ def test_install_twice_changes_nothing(os_client, products, installed):
     again = pi.install_pipeline(os_client, opts)
     assert not again.changed, [s.line() for s in again.steps]
     assert (again.connector_id, again.model_id, again.model_group_id) == (report.connector_id, report.model_id, report.model_group_id)
-    assert _snapshot(os_client, products) == after
+    now = _snapshot(os_client, products)
+    assert now == after, {k: (after[k], now[k]) for k in now if now[k] != after[k]}
 
 
 @pytest.mark.slow
@@ -524,6 +531,7 @@ def test_uninstall_leaves_the_cluster_as_before(os_client, products, installed):
     steps = pi.uninstall_pipeline(os_client, opts.pipeline)
     assert {(s.what, s.status) for s in steps} >= {("search pipeline", "removed"), ("model", "removed"),
                                                    ("connector", "removed"), ("index setting", "restored")}
-    assert _snapshot(os_client, products) == before
+    now = _snapshot(os_client, products)
+    assert now == before, {k: (before[k], now[k]) for k in now if now[k] != before[k]}
     again = pi.uninstall_pipeline(os_client, opts.pipeline)  # twice is harmless
     assert {s.status for s in again} <= {"absent"}

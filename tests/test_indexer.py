@@ -457,3 +457,34 @@ def test_bulk_retries_429_items_and_reports_other_item_errors_without_retry(os_c
     assert [(r.ok, r.status) for r in deleted] == [(True, 200), (False, 404)]
     with pytest.raises(NotFoundError):
         os_client.get(index=name, id="5")
+
+
+def test_faiss_is_refused_on_a_node_without_its_native_library(os_client, aliases):
+    """The local node's k-NN plugin (Maven Central zip) has no faiss JNI library: refuse before creating."""
+    from indexer.index import IndexSetupError, create_index, native_engine_available
+
+    if native_engine_available(os_client, "faiss") is not False:
+        pytest.skip("this cluster has the faiss library or its node folders are not visible here")
+    alias = _name()
+    aliases.append(alias)
+    name = f"{alias}-20000101-000000-000000"
+    with pytest.raises(IndexSetupError, match="no faiss native library"):
+        create_index(os_client, name, 384, IndexSettings(engine="faiss"))
+    assert not os_client.indices.exists(index=name)
+
+
+
+HM_ARTICLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "hm_articles" / "articles.parquet"
+
+
+@pytest.mark.skipif(not HM_ARTICLES.exists(), reason="H&M articles file not available (Kaggle terms: not bundled)")
+def test_hm_catalog_indexes_through_the_same_path(os_client, encoder, aliases, tmp_path):
+    alias = _name()
+    aliases.append(alias)
+    s = run_index("hm", limit=300, hm_path=str(HM_ARTICLES), alias=alias, client=os_client, encoder=encoder,
+                  cache=EmbeddingCache(tmp_path / "emb.sqlite"), progress=False)
+    assert s.indexed == 300 and s.skipped == []
+    doc = os_client.get(index=alias, id="0108775015")["_source"]  # zero-padded article id, with a description
+    assert doc["title"] == "Strap top" and doc["brand"] == "H&M" and doc["description"]
+    hits = knn_search(os_client, alias, encoder.encode_query("strap top"), k=5, filters={"gender": "women"})
+    assert len(hits) == 5 and all(h.source["gender"] == "Women" for h in hits)

@@ -6,7 +6,8 @@ Design (after Hugging Face text-embeddings-inference's router/core/backend split
   `QueueFullError` immediately (back-pressure, never an unbounded wait).
 - One worker thread takes the oldest request plus as many queued ones as fit in `max_batch_pairs`,
   tokenizes all their pairs in one call, sorts the pairs by token length (longest first) and runs
-  sub-batches of at most `sub_batch` pairs and `max_batch_tokens` padded tokens. Between sub-batches it
+  sub-batches of `sub_batch` pairs (more for short pairs, up to `sub_batch_tokens` padded tokens; never
+  above `max_batch_tokens`). Between sub-batches it
   drops the remaining pairs of any request whose deadline passed or whose future was cancelled (client
   went away), so such work stops within one sub-batch. A request's future resolves as soon as its last
   pair is scored.
@@ -23,7 +24,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -76,6 +77,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def sub_batch_pairs(width: int, settings: ServeSettings) -> int:
+    """Pairs per forward pass when the longest pair has `width` tokens: `sub_batch` (25), or more for
+    short pairs, so that a pass holds about `sub_batch_tokens` padded tokens (25 pairs of ~80 tokens, the
+    measured optimum, shared/reference/cpu-rerank-measurements.md §3). Fewer, fuller passes cost less
+    per-pass overhead on short product texts."""
+    return max(settings.sub_batch, settings.sub_batch_tokens // max(1, width))
+
+
 @dataclass(eq=False)
 class _Work:
     query: str
@@ -93,7 +102,6 @@ class _Work:
     tokenize_s: float = 0.0
     inference_started: float = 0.0
     alive: bool = True
-    done_pairs: int = field(default=0)
 
     @property
     def n(self) -> int:
@@ -450,13 +458,14 @@ class ScoringCore:
                 self._check_alive(live)
                 idx: list[int] = []
                 width = 0
-                while pos < total and len(idx) < s.sub_batch:
+                while pos < total:
                     i = int(order[pos])
                     if not live[owner[i]].alive:
                         pos += 1
                         continue
                     w_ = max(width, int(lengths[i]))
-                    if idx and w_ * (len(idx) + 1) > s.max_batch_tokens:
+                    if idx and (len(idx) + 1 > sub_batch_pairs(w_, s)
+                                or w_ * (len(idx) + 1) > s.max_batch_tokens):
                         break
                     idx.append(i)
                     width = w_

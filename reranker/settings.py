@@ -2,7 +2,8 @@
 
 Where the defaults come from:
 - `sub_batch = 25`: length-sorted sub-batches of 25 were the fastest torch fp32 configuration for
-  100 pairs on 2 cores, and needed the least memory (shared/reference/cpu-rerank-measurements.md §3).
+  100 pairs of ~76 tokens on 2 cores, and needed the least memory (shared/reference/cpu-rerank-measurements.md
+  §3); `sub_batch_tokens = 2048` (about 25 x 80) lets shorter pairs fill a pass to the same work.
 - `max_documents = 1000`, `max_batch_pairs = 256`, `max_batch_tokens = 16384` (TEI's default
   `--max-batch-tokens`): a request never waits for more than a few batches of others.
 - `threads`: the container's CPU quota (`fashion_rerank.settings.cpu_quota`), not the host's cores.
@@ -52,7 +53,8 @@ class ServeSettings(BaseSettings):
     queue_pairs: int = Field(4000, gt=0, description="(query, document) pairs waiting in the queue before RESOURCE_EXHAUSTED")
     max_batch_pairs: int = Field(256, gt=0, description="pairs per batch formed across concurrent requests")
     max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per forward pass (sub-batch)")
-    sub_batch: int = Field(25, gt=0, description="pairs per length-sorted forward pass")
+    sub_batch: int = Field(25, gt=0, description="pairs per length-sorted forward pass (at least)")
+    sub_batch_tokens: int = Field(2048, gt=0, description="short pairs: fill a forward pass up to this many padded tokens")
     threads: int = Field(default_factory=cpu_quota, gt=0, description="torch intra-op threads (default: CPU quota)")
     registry_poll_s: float = Field(2.0, gt=0, description="how often the registry's `current` pointer is read")
 

@@ -171,3 +171,21 @@ def test_the_gate_refuses_a_worse_and_a_collapsed_real_model(refreshed, tmp_path
     flat = gate(dev, test, s)
     assert not flat.promote and any("score std" in r for r in flat.reasons), flat.summary()
     assert reg.current() == serving  # nothing was promoted
+
+
+def test_train_and_evaluate_commands(refreshed, capsys):
+    from fashion_rerank.cli import main
+
+    s, reg = refreshed.settings, refreshed.registry
+    serving = reg.current()
+    before = set(reg.versions())
+    common = ["--judgments", str(s.judgments_path), "--registry", str(reg.root), "--model-name", reg.name]
+    # a very short run (a tenth of an epoch): a complete new version with a model card, never promoted by `train`
+    assert main(["train", *common, "--epochs", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "s per 1,000 pairs per epoch" in out and "not promoted" in out
+    (new,) = set(reg.versions()) - before
+    assert reg.current() == serving and reg.card(new)["training"]["epochs"] == 0.1
+    assert main(["evaluate", *common, "--model", new]) == 0
+    out = capsys.readouterr().out
+    assert f"serving ({serving})" in out and f"candidate ({new})" in out and "knn" in out and "grade >= 2" in out

@@ -69,16 +69,20 @@ class Backend(ABC):
     def run(self, encoded: Encoded, indices: np.ndarray) -> np.ndarray:
         """Logits (len(indices),) float32 for the pairs `indices` of `encoded`, padded to their longest."""
 
-    def score(self, query: str, documents: Sequence[str], sub_batch: int = 25) -> np.ndarray:
-        """Logits (len(documents),) float32 in input order: encode once, length-sorted sub-batches."""
+    def score(self, query: str, documents: Sequence[str], sub_batch: int = 25, sub_batch_tokens: int = 2048) -> np.ndarray:
+        """Logits (len(documents),) float32 in input order: encode once, then length-sorted (longest first)
+        sub-batches of `sub_batch` pairs, or more short pairs up to `sub_batch_tokens` padded tokens."""
         if not documents:
             return np.zeros(0, dtype=np.float32)
         enc = self.encode([query] * len(documents), documents)
         order = np.argsort(-enc.lengths, kind="stable")
         out = np.empty(len(documents), dtype=np.float32)
-        for i in range(0, len(order), sub_batch):
-            idx = order[i : i + sub_batch]
+        pos = 0
+        while pos < len(order):
+            size = max(sub_batch, sub_batch_tokens // max(1, int(enc.lengths[order[pos]])))
+            idx = order[pos : pos + size]
             out[idx] = self.run(enc, idx)
+            pos += size
         return out
 
     def close(self) -> None:

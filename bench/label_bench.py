@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=2000)
     ap.add_argument("--train-pairs", type=int, default=1000)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="training threads (default: FR_MODEL_THREADS or the CPU quota)")
     args = ap.parse_args()
 
     from indexer.catalogs import read_myntra
@@ -76,7 +77,7 @@ def main() -> int:
         tp = [TrainPair(queries[i % len(queries)], t, grade(queries[i % len(queries)], t)[0])
               for i, t in enumerate(texts[: args.train_pairs])]
         with tempfile.TemporaryDirectory() as tmp:
-            st = train_cross_encoder(tp, tmp, LabelSettings(epochs=1), progress=False)
+            st = train_cross_encoder(tp, tmp, LabelSettings(epochs=1, train_threads=args.threads), progress=False)
         print(f"training: {st.pairs} pairs x 1 epoch in {st.seconds:.1f} s on {st.threads} threads = "
               f"{st.pairs_per_s:.1f} pairs/s, {st.seconds_per_1k_pairs_epoch:.1f} s per 1,000 pairs per epoch")
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machines inflate both figures)")

@@ -86,6 +86,9 @@ class LabelSettings(BaseSettings):
     max_length: int = Field(128, ge=16, description="tokens per (query, product) pair, as served")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with linear warmup (passed as warmup_steps)")
     seed: int = 42
+    train_threads: int | None = Field(
+        None, ge=1, description="torch threads for training and evaluation; None: FR_MODEL_THREADS or the CPU quota. "
+        "On an oversubscribed machine 1 thread can be several times faster than 2 (OpenMP barriers under contention)")
     min_train_pairs: int = Field(200, ge=1, description="refuse to train on fewer labeled train pairs")
 
     # -- promotion gate

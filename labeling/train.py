@@ -86,12 +86,14 @@ def base_model_kind(base: str) -> str:
     return f"model {base}"
 
 
-def _threads() -> int:
+def set_threads(settings: LabelSettings) -> int:
+    """Set torch's intra-op threads for training/evaluation (`train_threads`, else FR_MODEL_THREADS, else the
+    CPU quota); returns the number."""
     import torch
 
     from fashion_rerank.settings import ModelSettings, cpu_quota
 
-    n = ModelSettings().threads or cpu_quota()
+    n = settings.train_threads or ModelSettings().threads or cpu_quota()
     torch.set_num_threads(n)
     return n
 
@@ -125,7 +127,7 @@ def train_cross_encoder(pairs: Sequence[TrainPair], out_dir: str | Path, setting
     y = targets([p.grade for p in pairs])
     base = s.base_model or ModelSettings().cross_encoder_base
     base_path = resolve_model_path(base)
-    threads = _threads()
+    threads = set_threads(s)
     transformers.set_seed(s.seed)
     device = ModelSettings().device
     model = CrossEncoder(base_path, num_labels=1, max_length=s.max_length, device=device)
@@ -163,6 +165,7 @@ def train_cross_encoder(pairs: Sequence[TrainPair], out_dir: str | Path, setting
             data_seed=s.seed,
             save_strategy="no",
             logging_steps=max(1, steps // 10),
+            logging_strategy="steps" if progress else "no",
             report_to="none",
             disable_tqdm=not progress,
             use_cpu=device == "cpu",
@@ -217,6 +220,7 @@ def evaluate_version(store, settings: LabelSettings, candidate_path: Path | None
     from labeling.dataset import eval_queries
     from labeling.evaluate import cross_encoder_scorer, evaluate_queries
 
+    set_threads(settings)
     systems: dict[str, tuple[str | None, Any]] = {"knn": (None, None)}
     serving = registry.current() if registry is not None else None
     if serving:

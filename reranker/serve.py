@@ -132,6 +132,11 @@ def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | 
         signal.signal(sig, on_signal)
     import torch
 
+    torch.set_num_threads(settings.threads)
+    try:
+        torch.set_num_interop_threads(settings.threads)
+    except RuntimeError:  # already set or used in this process
+        pass
     sidecar = Sidecar(settings, registry)
     sidecar.start()
     version = sidecar.core.model_version

@@ -76,6 +76,7 @@ def refreshed(os_client, opensearch_url, tmp_path_factory):
             base_url=judge.url, api_key="test", judgments_path=tmp / "judgments" / "judgments.jsonl",
             reports_dir=tmp / "reports", query_log=str(log), top_k=20, random_extras=5,
             dev_fraction=0.25, test_fraction=0.3, epochs=2, learning_rate=1e-4, promotion_margin=0.0,
+            train_threads=1,  # 1 thread trains faster than 2 on a machine shared with other jobs
         )
         t0 = time.perf_counter()
         report = refresh(settings, client=os_client, alias=alias, n_queries=N_QUERIES, registry=registry)

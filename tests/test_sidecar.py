@@ -245,6 +245,77 @@ UNRELATED = [
 
 # ------------------------------------------------------------------------------------------- tests
 
+def test_core_interface_async_score_errors_and_cancel(trained_registry, tmp_path):
+    """The ScoringCore interface both fronts code against, without any front."""
+    import asyncio
+
+    from reranker.core import ScoringCore
+    from reranker.errors import InvalidInputError, NoModelError, QueueFullError, TooLargeError
+    from reranker.metrics import Metrics
+
+    settings = ServeSettings(threads=1, max_documents=1000, max_text_chars=500)
+    empty = ScoringCore(settings, ModelRegistry(tmp_path / "empty", "fashion-ce"))
+    with pytest.raises(QueueFullError):
+        empty.submit("red dress", ["a"])  # not started
+    empty.start()
+    try:
+        assert empty.model_version is None
+        with pytest.raises(NoModelError):
+            empty.submit("red dress", ["a"])
+        assert empty.submit("red dress", []).result().logits.shape == (0,)
+    finally:
+        empty.stop(1.0)
+
+    metrics = Metrics()
+    core = ScoringCore(settings, trained_registry, metrics)
+    core.start()
+    try:
+        assert core.model_version == trained_registry.current()
+        for bad, err in (("", InvalidInputError), ("x" * 501, TooLargeError)):
+            with pytest.raises(err):
+                core.submit(bad, ["a"])
+        with pytest.raises(TooLargeError):
+            core.submit("red dress", ["a"] * 1001)
+        with pytest.raises(InvalidInputError):
+            core.submit("red dress", ["a", 3])
+
+        docs = ["Women Red Dress | Dresses | Red | Women", "Men Black Watch | Watches | Black | Men", "tiny"]
+
+        async def scored():
+            return await core.score("red dress for women", docs, deadline=time.monotonic() + 60, front="http")
+
+        res = asyncio.run(scored())
+        assert res.logits.shape == res.scores.shape == (3,) and res.logits.dtype == np.float32
+        assert np.allclose(res.scores, 1 / (1 + np.exp(-res.logits.astype(np.float64))), atol=1e-6)
+        assert res.model_version == core.model_version and res.tokens > 0
+        assert set(res.timings) == {"queue", "tokenize", "inference", "total"}
+        assert res.timings["total"] >= res.timings["inference"] >= 0
+        # the same pairs scored alone give the same logits (batching and padding change nothing)
+        alone = [core.submit("red dress for women", [d]).result().logits[0] for d in docs]
+        assert np.allclose(alone, res.logits, atol=1e-4)
+
+        # cancelling the awaiting task drops the remaining work
+        async def cancel_midway():
+            task = asyncio.ensure_future(core.score("red dress", docs * 300))
+            while not core.busy:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancel_midway())
+        wait_until(lambda: not core.busy, what="the worker to drop the cancelled work")
+        assert metrics.pairs.labels("abandoned")._value.get() > 0
+        # an already passed deadline fails the future, not the call
+        fut = core.submit("red dress", docs, deadline=time.monotonic() - 1)
+        from reranker.errors import DeadlineExceededError
+
+        with pytest.raises(DeadlineExceededError):
+            fut.result(5)
+    finally:
+        core.stop(1.0)
+
+
 def test_committed_stubs_match_the_protos(tmp_path):
     """Regenerating the stubs from proto/ gives byte-identical files: the committed ones are not stale."""
     from reranker.protogen import ROOT, generate
@@ -645,6 +716,7 @@ def test_serve_command_drains_on_sigterm(trained_registry, product_index, opense
         port = s.getsockname()[1]
     env = dict(os.environ, FR_SERVE_GRPC_PORT=str(port), FR_SERVE_METRICS_PORT="-1", FR_SERVE_HTTP_PORT="0",
                FR_SERVE_THREADS="1", FR_SERVE_QUERYLOG_PATH="", FR_SERVE_QUERYLOG_INDEX="", FR_SERVE_GRACE_S="60",
+               FR_SERVE_DRAIN_S="2",
                FR_MODEL_REGISTRY_DIR=str(trained_registry.root), FR_MODEL_NAME=trained_registry.name,
                OPENSEARCH_URL=opensearch_url, OPENSEARCH_INDEX_ALIAS=product_index, HF_HUB_OFFLINE="1")
     log = tmp_path / "serve.log"
@@ -664,6 +736,8 @@ def test_serve_command_drains_on_sigterm(trained_registry, product_index, opense
                 query="black watch", documents=[reranker_pb2.Document(text=t) for t in texts]), timeout=120)
             time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
+            with RerankerClient(f"127.0.0.1:{port}", timeout=5) as probe:  # a new channel, as a load balancer's
+                wait_until(lambda: probe.health() == "NOT_SERVING", timeout=2, what="health NOT_SERVING")
             assert len(call.result().results) == 300  # the call in flight finished
         assert proc.wait(timeout=60) == 0
     finally:

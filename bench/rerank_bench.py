@@ -9,7 +9,8 @@ Prints, for 100 candidates per request built from the bundled Myntra catalog wit
 - the ratio of (c) and (d) to (a) at p50 (target <= 1.0), the gRPC overhead (d) - (c) at p50 (target <= 5 ms);
 - the sidecar process's resident memory with one model loaded and its peak during a hot swap
   (targets <= 1.5 GB and <= 2x).
-The four paths run interleaved request by request, so drift on a shared machine hits them alike.
+The paths run in turn in blocks of 10 requests, repeated, so drift on a shared machine hits them alike;
+the gRPC overhead is measured per call as client latency minus the server core's own time for that call.
 
 Model: by default an untrained cross-encoder built from the packaged all-MiniLM-L6-v2 backbone
 (random head; speed is that of any MiniLM-L6 cross-encoder, scores are meaningless), max_length 128;
@@ -141,7 +142,7 @@ def summary(name: str, ms: list[float], pairs: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30, help="timed requests per path (default 30)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up requests per path (default 10: every query once)")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: CPU quota)")
     parser.add_argument("--registry", default=None, help="benchmark this registry's current model")
@@ -199,15 +200,30 @@ def main(argv: list[str] | None = None) -> int:
             "scoring core (submit().result())": lambda q, d: core.submit(q, d).result(),
         }
         times: dict[str, list[float]] = {k: [] for k in [*paths, "gRPC sidecar (Rerank RPC)"]}
+        server_ms: list[float] = []  # the sidecar core's own total time for each timed RPC
         with RerankerClient(target, timeout=600) as client:
-            paths["gRPC sidecar (Rerank RPC)"] = lambda q, d: client.rerank(q, d)
-            for i in range(args.warmup + args.requests):
-                q, d = requests[i % len(requests)]
-                for name, fn in paths.items():
-                    t0 = time.perf_counter()
+            def rpc(q, d):
+                resp = client.rerank(q, d)
+                server_ms.append(resp.timings.total_ms)
+
+            paths["gRPC sidecar (Rerank RPC)"] = rpc
+            for name, fn in paths.items():  # warm-up: every query once on every path
+                for q, d in requests[: max(args.warmup, 1)]:
                     fn(q, d)
-                    if i >= args.warmup:
+            server_ms.clear()
+            # Blocks of `block` requests per path, paths in turn, repeated: the paths see the same drift,
+            # and one path's idle OpenMP threads never spin while another process computes.
+            block = max(1, min(10, args.requests))
+            done = 0
+            while done < args.requests:
+                n = min(block, args.requests - done)
+                for name, fn in paths.items():
+                    for i in range(done, done + n):
+                        q, d = requests[i % len(requests)]
+                        t0 = time.perf_counter()
+                        fn(q, d)
                         times[name].append((time.perf_counter() - t0) * 1e3)
+                done += n
             rss_one = server.memory_info().rss
 
             # hot swap: promote a copy, sample the server's RSS until it serves the new version
@@ -252,10 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['name']:<38} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['pairs_per_s']:8.0f} {r['p50_ms'] / ref_p50:14.2f}")
     core_p50, grpc_p50 = rows[2]["p50_ms"], rows[3]["p50_ms"]
-    paired = [g - c for g, c in zip(times["gRPC sidecar (Rerank RPC)"], times["scoring core (submit().result())"])]
-    overhead = {"p50_difference_ms": grpc_p50 - core_p50, "median_paired_difference_ms": statistics.median(paired)}
-    print(f"\ngRPC overhead over the bare core call: {overhead['p50_difference_ms']:.1f} ms (difference of p50s), "
-          f"{overhead['median_paired_difference_ms']:.1f} ms (median of paired differences)  [target <= 5 ms]")
+    per_call = sorted(g - c for g, c in zip(times["gRPC sidecar (Rerank RPC)"], server_ms))
+    overhead = {"per_call_p50_ms": statistics.median(per_call),
+                "per_call_p95_ms": per_call[min(len(per_call) - 1, int(round(0.95 * (len(per_call) - 1))))],
+                "p50_difference_ms": grpc_p50 - core_p50}
+    print(f"\ngRPC overhead over the bare core call (client latency minus the server core's own total time, "
+          f"per call): p50 {overhead['per_call_p50_ms']:.1f} ms, p95 {overhead['per_call_p95_ms']:.1f} ms  [target <= 5 ms]"
+          f"\n  (difference of the p50s above, which also carries load drift between blocks: "
+          f"{overhead['p50_difference_ms']:.1f} ms)")
     print(f"sidecar RSS, one model loaded (plus the bi-encoder for Search): {rss_one / 2**20:.0f} MiB  [target <= 1536 MiB]")
     print(f"sidecar peak RSS during a hot swap under traffic: {peak / 2**20:.0f} MiB = {peak / rss_one:.2f}x "
           f"(swap took {swap_s:.1f} s; RSS after: {rss_after / 2**20:.0f} MiB)  [target <= 2x]")

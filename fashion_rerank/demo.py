@@ -877,9 +877,9 @@ class Demo:
             "The queries are generated from catalog vocabulary (seeded), not real shopper traffic.",
             f"Recall@10 is relative to the judged pool: only the top {cfg.top_k} kNN candidates of each held-out query "
             "were graded, so relevant products retrieval missed are not counted.",
-            f"Latency is client-side wall time on this machine ({cpu_quota()} CPUs, shared), including gRPC; the "
-            "before/after samples are different query sets (replayed traffic vs held-out queries) at the same "
-            "concurrency, top_k and model of the bi-encoder.",
+            f"Latency is client-side wall time on this machine ({cpu_quota()} CPUs, shared with whatever else runs), "
+            "including gRPC; before and after are different query sets (the replayed training traffic vs the held-out "
+            f"queries) sent at the same concurrency ({cfg.concurrency}) with the same top_k ({cfg.top_k}).",
         ]
         if not model["promoted"]:
             caveats.insert(0, "The promotion gate did NOT promote the trained model, so the 'reranked' figures are the "
@@ -894,7 +894,7 @@ class Demo:
                         "products": len(self.products), "alias": self.alias, "index": index.get("index"),
                         "index_mode": index.get("mode"), "opensearch_url": self.os_settings.url},
             "queries": qsum,
-            "judge": {"name": "fashion-rerank judge-server (reference rubric, not an LLM)" if reference else "LLM judge",
+            "judge": {"name": "fashion-rerank judge-server" if reference else "LLM judge (OPENAI_BASE_URL)",
                       "model": meas.get("judge_model"), "reference_rubric": reference, "base_url": meas.get("base_url"),
                       "prompt_version": refresh.get("prompt_version")},
             "judged_pairs": {"train": judged_train, "held_out": judged_held,

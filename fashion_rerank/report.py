@@ -43,8 +43,8 @@ def _fmt_ms(v: Any) -> str:
 
 def _p(v: float | None) -> str:
     if v is None:
-        return "n/a"
-    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+        return "= n/a"
+    return "< 0.001" if v < 0.001 else f"= {v:.3f}"
 
 
 def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
@@ -79,9 +79,6 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
             f"| {SYSTEM_LABELS[key]} | " + " | ".join(_fmt_metric(s.get(m)) for m, _ in METRICS)
             + f" | {_fmt_ms(lat.get('p50'))} | {_fmt_ms(lat.get('p95'))} |"
         )
-    ideal = summary.get("ideal", {}).get("ndcg@10")
-    if ideal is not None:
-        lines.append(f"| ideal order of the judged candidates | {ideal:.3f} | | | | |")
     lines.append("")
     sig = summary.get("significance", {})
     if sig:
@@ -94,11 +91,13 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
             dci = s.get("delta_ci95")
             dci_s = f", 95% CI of the difference [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else ""
             lines.append(f"- {label}: difference {s.get('delta', float('nan')):+.3f}{dci_s}, "
-                         f"{s.get('test', 'paired test')} p = {_p(s.get('p_value'))}")
+                         f"{s.get('test', 'paired test')} p {_p(s.get('p_value'))}")
         lines.append("")
     gap = summary.get("gap_closed")
-    if gap is not None:
-        lines += [f"Share of the kNN-to-ideal nDCG@10 gap closed: {gap * 100:.0f} %.", ""]
+    ideal = summary.get("ideal", {}).get("ndcg@10")
+    if gap is not None and ideal is not None:
+        lines += [f"Share of the gap between kNN order and the ideal order of the same judged candidates "
+                  f"(nDCG@10 {ideal:.3f}) that reranking closed: {gap * 100:.0f} %.", ""]
     lines += [
         f"Metrics: ir-measures over the judge's 0-3 grades (nDCG gains = grades; MRR and Recall count grade >= "
         f"{ev.get('relevant_grade', 2)} as relevant), 95% intervals by bootstrap over queries. "
@@ -209,7 +208,7 @@ def render_chart(summary: dict, path: Path) -> Path:
             if samples[key]:
                 lat = systems[key]["latency_ms"]
                 ax2.hist(samples[key], bins=bins, alpha=0.65, color=colours[key],
-                         label=f"{'before: kNN only' if key == 'knn' else 'after: kNN + rerank'} "
+                         label=f"{'before: kNN only' if key == 'knn' else 'after: kNN + rerank'}, n={len(samples[key])} "
                                f"(p50 {lat.get('p50', 0):.0f}, p95 {lat.get('p95', 0):.0f} ms)")
         ax2.set_xscale("log")
         ax2.legend(fontsize=8)

@@ -65,6 +65,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------- commands
 
 def cmd_label(args: argparse.Namespace) -> int:
+    """`fashion-rerank label`: resume unfinished pools or sample and grade new ones; 4 when the budget stopped it."""
     from labeling.grading import JudgeConfigError
     from labeling.label import run_labeling
 
@@ -79,6 +80,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """`fashion-rerank judgments stats`: grade distribution per judge and split."""
     from labeling.store import JudgmentStore
 
     s = _settings(args)
@@ -104,6 +106,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """`fashion-rerank judgments export`: SRW IMPORT_JUDGMENT body or JSONL."""
     from labeling import prompts
     from labeling.store import JudgmentStore, to_srw
 
@@ -130,6 +133,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`fashion-rerank train`: a new evaluated registry version (not promoted)."""
     from labeling.store import JudgmentStore
     from labeling.train import train_candidate
 
@@ -151,6 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`fashion-rerank evaluate`: metrics of kNN order, the serving model and `--model` versions/folders."""
     from labeling import prompts
     from labeling.dataset import eval_queries
     from labeling.evaluate import cross_encoder_scorer, evaluate_queries
@@ -177,6 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
+    """`fashion-rerank refresh`: the whole job; returns its exit code (labeling.refresh)."""
     from labeling.refresh import refresh
 
     s = _settings(args)

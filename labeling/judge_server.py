@@ -118,6 +118,7 @@ class JudgeStats:
             return False
 
     def done(self, pair: tuple[str, str] | None, status: int, delivered: bool) -> None:
+        """Record how a call ended: a reply delivered with `status`, or abandoned (client gone)."""
         with self._lock:
             if not delivered:
                 self.abandoned += 1
@@ -336,14 +337,17 @@ class ReferenceJudge(ThreadingHTTPServer):
 
     @property
     def port(self) -> int:
+        """The port listened on (useful with port 0)."""
         return self.server_address[1]
 
     @property
     def url(self) -> str:
+        """Base URL for the openai client, ending in /v1."""
         host = self.server_address[0]
         return f"http://{host}:{self.port}/v1"
 
     def model_entry(self) -> dict[str, Any]:
+        """The /v1/models entry of the served model."""
         return {"id": self.model, "object": "model", "created": 0, "owned_by": OWNED_BY}
 
     def set_faults(self, spec: str) -> None:
@@ -379,6 +383,7 @@ class ReferenceJudge(ThreadingHTTPServer):
 # ------------------------------------------------------------------------------------------------ CLI
 
 def cmd_judge_server(args: argparse.Namespace) -> int:
+    """`fashion-rerank judge-server`: serve until interrupted."""
     s = JudgeServerSettings()
     try:
         server = ReferenceJudge(args.host or s.host, s.port if args.port is None else args.port,

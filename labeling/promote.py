@@ -93,6 +93,7 @@ def apply(registry: ModelRegistry, version: str, decision: GateDecision) -> bool
 # ------------------------------------------------------------------------------------------------ CLI
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """`fashion-rerank rollback`: 0 when a previous version was restored, 1 when there is none."""
     reg = ModelRegistry(args.registry, args.model_name)
     before = reg.current()
     try:

@@ -51,6 +51,7 @@ class RefreshReport:
         return {k: v for k, v in self.__dict__.items()}
 
     def markdown(self) -> str:
+        """The report as Markdown (what `fashion-rerank refresh` prints and writes)."""
         j = self.judge
         lines = [f"# Refresh {self.started}", "",
                  f"**Outcome: {self.status}** (exit code {self.exit_code}) — {self.message}", "",

@@ -238,6 +238,7 @@ class JudgmentStore:
         return key in self._judgments
 
     def get(self, key: JudgmentKey) -> Judgment | None:
+        """The judgment stored under `key`, or None."""
         return self._judgments.get(key)
 
     def same_text(self, query: str, text_hash: str, judge_model: str, prompt_version: str) -> Judgment | None:
@@ -271,6 +272,7 @@ class JudgmentStore:
 
     # -- pools
     def append_pools(self, pools: Iterable[Pool]) -> None:
+        """Write candidate pools (whole lines, fsync) before their pairs are graded."""
         pools = list(pools)
         self._pfile.append(asdict(p) for p in pools)
         self._pools.extend(pools)

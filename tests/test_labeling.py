@@ -189,6 +189,14 @@ def test_reference_judge_speaks_openai_chat_completions(judge):
         assert json.loads(r.choices[0].message.content)["grade"] == want, q
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=prompts.build_messages("x", text))
+    # failures can also be asked for per request (FR_LABEL_EXTRA_HEADERS sends such headers)
+    r = client.chat.completions.create(model="reference-rubric-v1", messages=prompts.build_messages("navy tee for men", text),
+                                       extra_headers={"X-Judge-Faults": "fenced"})
+    assert r.choices[0].message.content.startswith("```json")
+    import urllib.request
+
+    stats = json.loads(urllib.request.urlopen(judge.url.removesuffix("/v1") + "/stats", timeout=5).read())
+    assert stats["answered"] == 6 and stats["calls"] == 6 and stats["pairs_answered_more_than_once"] >= 1
 
 
 def test_grading_writes_every_judgment_once_and_counts_tokens(judge, tmp_path, products):

@@ -2,7 +2,10 @@
 
 Layout (after Hugging Face text-embeddings-inference: fronts, a batching core, backends kept apart):
 - `registry`:  trained cross-encoder versions on disk and the atomically written `current` pointer
-- `backends/`: model backends behind one interface (torch / sentence-transformers)
-- `core`:      the scoring core: bounded queue, batches across concurrent requests, deadlines
-- fronts:      gRPC (`grpc_front`), HTTP (`http_front`)
+- `backends/`: model backends behind one interface (`base.Backend`; `torch_backend` now)
+- `core`:      the scoring core: bounded queue, batches across concurrent requests, deadlines, hot swap
+- `search`:    Search = query embedding + OpenSearch kNN (filters in the knn clause) + rerank within a budget
+- fronts:      gRPC (`grpc_front`: Reranker, tei.v1.Rerank, health, reflection), HTTP (`http_front`)
+- `metrics`, `querylog`: Prometheus metrics; sampled queries in UBI `ubi_queries` shape
+- `serve`, `cli`, `client`, `settings`, `protogen`: process, commands, Python client, FR_SERVE_*, stub generation
 """

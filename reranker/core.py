@@ -149,7 +149,14 @@ class ScoringCore:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Load the registry's `current` version (if any), start the worker and the registry watcher."""
+        """Load the registry's `current` version (if any), start the worker and the registry watcher.
+
+        Call it from the main thread: it also sets up the backend's runtime there (see
+        `reranker.backends.torch_backend.prepare`: a worker-first OpenMP start made inference ~3x slower).
+        """
+        from reranker.backends import prepare_backend
+
+        prepare_backend(self.settings.backend, self.settings.threads)
         self.check_registry()
         self._stopping.clear()
         self._abort.clear()

@@ -185,3 +185,18 @@ def test_demo_pipeline_end_to_end_on_a_catalog_slice(opensearch_url, os_client, 
     assert len(on_disk["examples"]) == 3
     # the point of it all: the promoted cross-encoder beats kNN order on held-out queries
     assert on_disk["systems"]["reranked"]["ndcg@10"]["value"] > on_disk["systems"]["knn"]["ndcg@10"]["value"]
+
+
+def test_missing_jdk_stops_the_demo_before_any_download(monkeypatch, tmp_path):
+    """No OpenSearch answers at a local URL and no Java is found: the demo says what to install instead of
+    downloading OpenSearch first."""
+    from fashion_rerank.demo import Demo, DemoConfig, DemoError, free_port
+
+    for var in ("JAVA_HOME", "OPENSEARCH_JAVA_HOME", "FR_NODE_JAVA_HOME", "FASHION_RERANK_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `java` on it
+    monkeypatch.setenv("OPENSEARCH_URL", f"http://127.0.0.1:{free_port()}")
+    demo = Demo(DemoConfig(work=tmp_path / "work", out=tmp_path / "out"))
+    with pytest.raises(DemoError, match="(?s)could not start.*no Java found.*openjdk"):
+        demo.step_opensearch()
+    assert not demo.started_node

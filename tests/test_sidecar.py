@@ -296,9 +296,10 @@ def test_core_interface_async_score_errors_and_cancel(trained_registry, tmp_path
 
         # cancelling the awaiting task drops the remaining work
         async def cancel_midway():
+            scored = metrics.pairs.labels("scored")._value.get()
             task = asyncio.ensure_future(core.score("red dress", docs * 300))
-            while not core.busy:
-                await asyncio.sleep(0.01)
+            while metrics.pairs.labels("scored")._value.get() == scored:  # the worker is on it
+                await asyncio.sleep(0.005)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -89,6 +89,17 @@ class Backend(ABC):
         """Release the model (the core calls this after a hot swap)."""
 
 
+def prepare_backend(kind: str, threads: int | None = None) -> None:
+    """Process-wide set-up of backend `kind` (thread counts, runtime warm-up), called once by the core's
+    `start()` in the caller's (main) thread, before any model is loaded. No-op for backends without one."""
+    mod, _ = BACKENDS[kind].split(":") if kind in BACKENDS else (None, None)
+    if mod is None:
+        raise ValueError(f"unknown backend {kind!r}; available: {', '.join(sorted(BACKENDS))}")
+    prepare = getattr(importlib.import_module(mod), "prepare", None)
+    if prepare is not None:
+        prepare(threads)
+
+
 def load_backend(kind: str, path: str | Path, **kwargs) -> Backend:
     """Load the model folder `path` with backend `kind` (see BACKENDS); kwargs go to its `load`.
 

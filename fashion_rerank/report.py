@@ -63,10 +63,13 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
     rr = systems.get("reranked", {}).get("ndcg@10", {}).get("value")
     if knn is not None and rr is not None:
         lift = (rr - knn) / knn * 100 if knn else float("nan")
+        left_out = ev.get("queries_without_relevant")
         lines += [
             f"On {ev.get('queries', '?')} held-out shopper queries, reranking the top {ev.get('top_k', '?')} kNN "
             f"candidates with the promoted cross-encoder moves nDCG@10 from **{knn:.3f}** to **{rr:.3f}** "
-            f"({lift:+.1f} %).",
+            f"({lift:+.1f} %)."
+            + (f" {left_out} further held-out quer{'y' if left_out == 1 else 'ies'} had no candidate graded above 0 "
+               f"and {'is' if left_out == 1 else 'are'} left out (nDCG is undefined there)." if left_out else ""),
             "",
         ]
     lines += ["## Held-out queries: kNN order vs the promoted cross-encoder", ""]
@@ -114,14 +117,18 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
     if examples:
         lines += ["## Examples: top 5 before and after", ""]
         for ex in examples:
-            lines += [f"**{ex['query']}**", "", "| # | kNN order | grade | reranked | grade |", "|---|---|---|---|---|"]
+            lines += [f"**{ex['query']}**", "", "| # | kNN order (product id) | grade | reranked (product id) | grade |",
+                      "|---|---|---|---|---|"]
             before, after = ex.get("knn", []), ex.get("reranked", [])
             for i in range(max(len(before), len(after))):
                 b = before[i] if i < len(before) else {}
                 a = after[i] if i < len(after) else {}
                 def cell(x: dict) -> tuple[str, str]:
                     g = x.get("grade")
-                    return (x.get("title", "").replace("|", "/"), "" if g is None else str(g))
+                    title = x.get("title", "").replace("|", "/")
+                    if x.get("id"):  # the catalog has distinct products with identical titles
+                        title += f" `{x['id']}`"
+                    return (title, "" if g is None else str(g))
                 bt, bg = cell(b)
                 at, ag = cell(a)
                 lines.append(f"| {i + 1} | {bt} | {bg} | {at} | {ag} |")

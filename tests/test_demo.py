@@ -145,11 +145,11 @@ def test_report_renders_from_a_summary(tmp_path):
 # ------------------------------------------------------------------------------------- the whole demo
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # ~5 min on 2 idle cores; the fine-tune slows ~8x when the cores are shared
+@pytest.mark.timeout(2400)  # ~4 min on 2 idle cores; the fine-tune slows ~8x when the cores are shared
 def test_demo_pipeline_end_to_end_on_a_catalog_slice(opensearch_url, os_client, unique_name, tmp_path):
     """Every step on 2,000 real products and 180 generated queries, against the real OpenSearch node, a real
     sidecar, the reference judge and a real (small) fine-tune: the promoted model beats kNN order on the
-    held-out queries. About 5 minutes on 2 idle cores."""
+    held-out queries. About 4 minutes on 2 idle cores."""
     from fashion_rerank.demo import Demo, DemoConfig, run_demo
 
     cfg = DemoConfig(limit=2000, queries=180, out=tmp_path / "report", work=tmp_path / "work", alias=unique_name,

@@ -58,7 +58,11 @@ def add_opensearch(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fashion-rerank", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fashion-rerank",
+        description="Cross-encoder reranking for fashion product search on OpenSearch k-NN: index a catalog, "
+        "serve the reranking sidecar, label queries with an LLM judge, train and promote the cross-encoder.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for entry in REGISTRY:
         mod, fn = entry.split(":")

@@ -47,6 +47,15 @@ def _p(v: float | None) -> str:
     return "< 0.001" if v < 0.001 else f"= {v:.3f}"
 
 
+def _latency_sentence(systems: dict) -> str:
+    """" At a cost in latency: Search p50 X ms -> Y ms (Zx)." from the systems' latency_ms, or ""."""
+    before = systems.get("knn", {}).get("latency_ms", {}).get("p50")
+    after = systems.get("reranked", {}).get("latency_ms", {}).get("p50")
+    if not before or not after:
+        return ""
+    return f" The cost is latency: Search p50 goes from {before:.0f} ms to {after:.0f} ms ({after / before:.1f}x)."
+
+
 def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
     """The Markdown report for `summary` (see the module docstring for its shape)."""
     systems = summary.get("systems", {})
@@ -68,6 +77,7 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
             f"On {ev.get('queries', '?')} held-out shopper queries, reranking the top {ev.get('top_k', '?')} kNN "
             f"candidates with the promoted cross-encoder moves nDCG@10 from **{knn:.3f}** to **{rr:.3f}** "
             f"({lift:+.1f} %)."
+            + _latency_sentence(systems)
             + (f" {left_out} further held-out quer{'y' if left_out == 1 else 'ies'} had no candidate graded above 0 "
                f"and {'is' if left_out == 1 else 'are'} left out (nDCG is undefined there)." if left_out else ""),
             "",

@@ -34,7 +34,7 @@ demo: setup
 
 # Regenerate the gRPC stubs from proto/ (tests fail when they are stale).
 proto: setup
-	$(BIN)/python -m reranker.protogen
+	$(BIN)/python -m fashion_rerank.protogen
 
 bench: setup
 	$(BIN)/python bench/index_bench.py

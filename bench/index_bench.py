@@ -36,9 +36,9 @@ def _store_bytes(client, index: str) -> int:
 def main() -> int:
     import torch
 
+    from fashion_rerank.embedding import EmbeddingCache
     from fashion_rerank.opensearch import make_client
     from fashion_rerank.settings import ModelSettings, cpu_quota
-    from indexer.embedding import EmbeddingCache
     from indexer.index import managed_indices
     from indexer.run import run_index
 

@@ -38,12 +38,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="training threads (default: FR_MODEL_THREADS or the CPU quota)")
     args = ap.parse_args()
 
+    from fashion_rerank.product import rerank_text, text_hash
+    from fashion_rerank.settings import LabelSettings
     from indexer.catalogs import read_myntra
-    from indexer.product import rerank_text, text_hash
     from labeling.dataset import TrainPair
     from labeling.grading import PairRequest, grade_pairs
     from labeling.rubric import grade
-    from labeling.settings import LabelSettings
     from labeling.store import JudgmentStore
 
     products = list(read_myntra(limit=args.pairs).products)
@@ -51,7 +51,7 @@ def main() -> int:
     pairs = [PairRequest(queries[i % len(queries)], p.id, rerank_text(p), text_hash(rerank_text(p)))
              for i, p in enumerate(products)]
     port = free_port()
-    judge = subprocess.Popen([sys.executable, "-m", "fashion_rerank.cli", "judge-server", "--port", str(port)],
+    judge = subprocess.Popen([sys.executable, "-m", "cli.main", "judge-server", "--port", str(port)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -49,8 +49,8 @@ QUERIES = [
 def build_requests(candidates: int, seed: int = 0) -> list[tuple[str, list[str]]]:
     """(query, [candidate texts]) per query: the `candidates` catalog products sharing most words with
     the query (a cheap stand-in for kNN candidates: mostly on-topic, with a tail of weaker matches)."""
+    from fashion_rerank.product import rerank_text
     from indexer.catalogs import read_myntra
-    from indexer.product import rerank_text
 
     texts = [rerank_text(p) for p in read_myntra(limit=20_000).products]
     rng = random.Random(seed)
@@ -64,7 +64,7 @@ def build_requests(candidates: int, seed: int = 0) -> list[tuple[str, list[str]]
 
 
 def make_registry(args) -> tuple["ModelRegistry", Path | None]:  # noqa: F821
-    from reranker.registry import ModelRegistry
+    from fashion_rerank.registry import ModelRegistry
 
     if args.registry:
         reg = ModelRegistry(args.registry, args.model_name)
@@ -107,7 +107,7 @@ def start_server(reg, threads: int) -> tuple[subprocess.Popen, str, Path]:
                FR_SERVE_REGISTRY_POLL_S="0.2", FR_MODEL_REGISTRY_DIR=str(reg.root), FR_MODEL_NAME=reg.name)
     log = Path(tempfile.mkstemp(prefix="rerank-bench-server-", suffix=".log")[1])
     fh = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "fashion_rerank.cli", "serve"], env=env, stdout=fh,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, stdout=fh,
                             stderr=subprocess.STDOUT)
     return proc, f"127.0.0.1:{port}", log
 
@@ -155,11 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from fashion_rerank.settings import cpu_quota
+    from fashion_rerank.settings import ServeSettings, cpu_quota
     from reranker.backends import load_backend
     from reranker.client import RerankerClient
     from reranker.core import ScoringCore
-    from reranker.settings import ServeSettings
 
     threads = args.threads or cpu_quota()
     torch.set_num_threads(threads)

@@ -27,10 +27,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from fashion_rerank.settings import _config, cache_root
+from fashion_rerank.settings import NodeSettings, cache_root
 
 #: The one OpenSearch version of the project. 2.19.x runs on Java 17; the k-NN, ml-commons,
 #: neural-search and job-scheduler 2.19.1.0 zips are all served by Maven Central.
@@ -80,17 +78,6 @@ class NodeError(RuntimeError):
     """The local node could not be fetched, installed, started or stopped; the message says what to do."""
 
 
-class NodeSettings(BaseSettings):
-    """Local node settings (environment prefix `FR_NODE_`)."""
-
-    model_config = _config("FR_NODE_")
-
-    host: str = "127.0.0.1"
-    port: int = 9200
-    heap: str = Field("1g", description="JVM -Xms/-Xmx")
-    plugins: str = Field("knn", description="comma-separated plugin sets: knn, ml")
-    start_timeout_s: float = 240.0
-    java_home: str | None = None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from indexer.product import ATTRIBUTE_FIELDS, Product
+from fashion_rerank.product import ATTRIBUTE_FIELDS, Product
 
 BUNDLED_MYNTRA = "myntra_styles.csv.gz"
 GENDER_WORDS = ("Men", "Women", "Boys", "Girls", "Unisex", "Kids")

@@ -16,14 +16,12 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from fashion_rerank.settings import _config
-from indexer.product import ATTRIBUTE_FIELDS
-from indexer.retrieval import VECTOR_FIELD, knn_search
+from fashion_rerank.product import ATTRIBUTE_FIELDS
+from fashion_rerank.retrieval import VECTOR_FIELD, knn_search
+from fashion_rerank.settings import IndexSettings
 
 META_KEY = "fashion_rerank"
 #: strftime of the version suffix; lexical order == time order.
@@ -31,59 +29,6 @@ TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S-%f"
 _SUFFIX_RE = r"\d{8}-\d{6}-\d{6}"
 
 
-class IndexSettings(BaseSettings):
-    """How product indices are built. Environment prefix `FR_INDEX_` (e.g. `FR_INDEX_M=24`).
-
-    Vector method (OpenSearch k-NN 2.19, see shared/reference/peer-systems.md §1.5):
-    - `engine` "lucene" (default) or "faiss"; both support efficient filtering inside the knn clause.
-      Why not faiss by default: faiss (and nmslib) run through the k-NN plugin's JNI libraries
-      (`plugins/opensearch-knn/lib/libopensearchknn_faiss*.so`). The full OpenSearch distribution ships
-      them, but the plugin zip on Maven Central, which the local dev node installs, does not. On such a
-      node the first refresh of a faiss index throws UnsatisfiedLinkError in a refresh thread and the
-      whole node exits (measured on 2.19.1). Lucene's HNSW is pure Java and works everywhere. On a
-      cluster from the full distribution set `FR_INDEX_ENGINE=faiss`.
-    - `space_type` "innerproduct" (default). The bi-encoder returns L2-normalised vectors and the indexer
-      drops zero/non-finite ones, so inner product ranks exactly like cosine similarity, with no
-      per-vector normalisation at index or query time (lucene maps it to MAXIMUM_INNER_PRODUCT, k-NN
-      >= 2.13; faiss `cosinesimil` exists only from 2.19 and normalises every vector). OpenSearch
-      turns an inner product ip into the score `1 + ip` for ip >= 0 and `1 / (1 - ip)` otherwise.
-    - `m` (HNSW links per node, k-NN default 16), `ef_construction` (k-NN default 100; 128 here, the
-      value of the k-NN docs' mapping example) and `ef_search` (faiss only: query-time candidates,
-      index setting `knn.algo_param.ef_search`, default 100; lucene uses k instead).
-
-    Index lifecycle: `keep` previous complete indices are kept for rollback; `shards`/`replicas`
-    (replicas 0 suits the single dev node; a real cluster wants >= 1); `refresh_interval` of the live
-    index (refresh is off during a full build and one explicit refresh makes all documents searchable).
-
-    Bulk: `chunk_products` products per read -> text -> embed -> bulk step (bounds peak memory);
-    `bulk_docs` documents per `_bulk` request; per-item 429s are retried `max_retries` times with
-    exponential backoff from `initial_backoff_s` up to `max_backoff_s`; `request_timeout_s` is the
-    client timeout of each bulk/refresh/admin call.
-
-    Embedding precision: `embed_bf16` "auto" (default) runs the bi-encoder on CPU under bfloat16
-    autocast when the CPU has native bf16 (`avx512_bf16` or `amx_bf16` in /proc/cpuinfo): measured 1.8x
-    faster on this machine's AMD EPYC for Myntra texts, with cosine >= 0.99997 between the bf16 and fp32
-    vector of every one of 1,500 texts (so kNN rankings do not change in practice). "off" keeps fp32.
-    """
-
-    model_config = _config("FR_INDEX_")
-
-    engine: Literal["lucene", "faiss"] = "lucene"
-    space_type: Literal["innerproduct", "cosinesimil", "l2"] = "innerproduct"
-    m: int = Field(16, ge=2, le=100)
-    ef_construction: int = Field(128, ge=2)
-    ef_search: int = Field(100, ge=1)
-    keep: int = Field(2, ge=0, description="previous indices kept for rollback")
-    shards: int = Field(1, ge=1)
-    replicas: int = Field(0, ge=0)
-    refresh_interval: str = "1s"
-    chunk_products: int = Field(2000, gt=0)
-    bulk_docs: int = Field(500, gt=0)
-    max_retries: int = Field(5, ge=0)
-    initial_backoff_s: float = Field(1.0, gt=0)
-    max_backoff_s: float = Field(30.0, gt=0)
-    request_timeout_s: float = Field(120.0, gt=0)
-    embed_bf16: Literal["auto", "on", "off"] = "auto"
 
 
 class IndexLifecycleError(RuntimeError):

@@ -22,7 +22,6 @@ searchable (the index was refreshed).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
@@ -34,12 +33,13 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from fashion_rerank.product import Product, rerank_text, text_hash
+from fashion_rerank.retrieval import VECTOR_FIELD
+from fashion_rerank.settings import IndexSettings
 from indexer.bulk import BulkResult, bulk_results
 from indexer.catalogs import Skipped, open_catalog
 from indexer.index import (
-    AliasConflictError,
     IndexLifecycleError,
-    IndexSettings,
     apply_retention,
     check_alias_name,
     create_index,
@@ -47,13 +47,10 @@ from indexer.index import (
     finish_build,
     index_dimension,
     mark_complete,
-    rollback_alias,
     smoke_query,
     swap_alias,
     unique_index_name,
 )
-from indexer.product import Product, rerank_text, text_hash
-from indexer.retrieval import VECTOR_FIELD
 
 #: Decimals kept per vector component in the bulk JSON. float32 carries ~7 significant digits; 6
 #: decimals change a unit vector's dot products by < 1e-5 and halve the JSON to encode and parse.
@@ -274,9 +271,13 @@ def run_index(
     """
     from tqdm import tqdm
 
+    from fashion_rerank.embedding import (
+        EmbeddingCache,
+        embed_with_cache,
+        load_bi_encoder,
+    )
     from fashion_rerank.opensearch import make_client
     from fashion_rerank.settings import OpenSearchSettings
-    from indexer.embedding import EmbeddingCache, embed_with_cache, load_bi_encoder
 
     t0 = time.perf_counter()
     s = settings or IndexSettings()
@@ -409,68 +410,3 @@ def run_index(
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _cmd_index(args: argparse.Namespace) -> int:
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError
-    from opensearchpy.exceptions import TransportError
-
-    from fashion_rerank.opensearch import make_client
-    from fashion_rerank.settings import ModelSettings, OpenSearchSettings, cpu_quota
-
-    os_settings = OpenSearchSettings()
-    alias = args.alias or os_settings.index_alias
-    try:
-        if args.rollback:
-            left, now = rollback_alias(make_client(os_settings), alias)
-            print(f"alias {alias!r} moved back from {left} to {now}")
-            return 0
-        if not args.catalog:
-            print("error: --catalog is required (myntra, hm or a file path)", file=sys.stderr)
-            return 2
-        import torch
-
-        torch.set_num_threads(ModelSettings().threads or cpu_quota())
-        summary = run_index(args.catalog, limit=args.limit, incremental=args.incremental, alias=alias,
-                            mapping=args.mapping, hm_path=args.hm_path, progress=not args.json)
-    except (FileNotFoundError, ValueError, IndexLifecycleError, AliasConflictError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSConnectionError as exc:
-        print(f"error: cannot reach OpenSearch at {os_settings.url}: {exc}", file=sys.stderr)
-        return 2
-    except TransportError as exc:
-        print(f"error: OpenSearch refused a request: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=2, default=str))
-    else:
-        print(summary.format())
-    return 0 if summary.indexed + summary.unchanged > 0 else 1
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `fashion-rerank index` (exit codes: 0 indexed, 1 nothing indexed, 2 error)."""
-    p = sub.add_parser(
-        "index",
-        help="index a fashion catalog into an OpenSearch k-NN index behind an alias",
-        description="Read a catalog, embed rerank_text with the bi-encoder (cached), bulk-index into a new "
-        "versioned index and move the alias atomically; or update the live index in place with --incremental.",
-    )
-    p.add_argument("--catalog", help="myntra (bundled), hm (H&M articles, see --hm-path) or a CSV/TSV/JSONL/Parquet path")
-    p.add_argument("--limit", type=_positive_int, help="index only the first N valid products")
-    p.add_argument("--incremental", action="store_true",
-                   help="update changed products and delete removed ones in the index behind the alias")
-    p.add_argument("--map", dest="mapping", metavar="FIELD=COL,...",
-                   help="column mapping for a generic file, e.g. id=ProductID,title=ProductName,colour=PrimaryColor")
-    p.add_argument("--hm-path", help="path of the H&M articles file (or set FR_HM_ARTICLES)")
-    p.add_argument("--alias", help="alias to write behind (default OPENSEARCH_INDEX_ALIAS, 'products')")
-    p.add_argument("--rollback", action="store_true", help="move the alias back to the previous kept index and exit")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON (all skipped rows included)")
-    p.set_defaults(func=_cmd_index)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 
-from indexer.product import Product, rerank_text, text_hash
-from indexer.retrieval import VECTOR_FIELD, text_search
+from fashion_rerank.product import Product, rerank_text, text_hash
+from fashion_rerank.retrieval import VECTOR_FIELD, text_search
 from labeling.store import Candidate
 
 

@@ -30,8 +30,8 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from fashion_rerank.settings import LabelSettings
 from labeling import prompts
-from labeling.settings import LabelSettings
 from labeling.store import Judgment, JudgmentStore
 
 

@@ -34,7 +34,6 @@ disconnected first (e.g. killed) count as *abandoned*, as a provider that stops 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -48,7 +47,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from labeling import prompts, rubric
-from labeling.settings import JudgeServerSettings
 
 OWNED_BY = "fashion-rerank reference rubric (deterministic rules, not an LLM)"
 
@@ -381,36 +379,3 @@ class ReferenceJudge(ThreadingHTTPServer):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-def cmd_judge_server(args: argparse.Namespace) -> int:
-    """`fashion-rerank judge-server`: serve until interrupted."""
-    s = JudgeServerSettings()
-    try:
-        server = ReferenceJudge(args.host or s.host, s.port if args.port is None else args.port,
-                                args.model or s.model, s.faults if args.faults is None else args.faults, args.verbose)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}")
-        return 1
-    print(f"reference judge '{server.model}' (deterministic rubric over catalog attributes, NOT an LLM) "
-          f"serving OpenAI Chat Completions at {server.url}", flush=True)
-    if server.faults:
-        print(f"injected faults: {', '.join(f.kind for f in server.faults)}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `judge-server`."""
-    p = sub.add_parser("judge-server", help="run the reference judge (rubric, not an LLM) as an OpenAI-compatible server",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default=None, help="default FR_JUDGE_HOST or 127.0.0.1")
-    p.add_argument("--port", type=int, default=None, help="default FR_JUDGE_PORT or 8088; 0 picks a free port")
-    p.add_argument("--model", default=None, help="model name to answer to (default reference-rubric-v1)")
-    p.add_argument("--faults", default=None, help="failure injection, e.g. '429x2,slow=0.5' (see module docs)")
-    p.add_argument("--verbose", action="store_true", help="log every request")
-    p.set_defaults(func=cmd_judge_server)

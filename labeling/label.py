@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from fashion_rerank.settings import LabelSettings
 from labeling import prompts
 from labeling.candidates import build_pool, catalog_id
 from labeling.grading import Grader, GradingSummary, PairRequest
 from labeling.querylog_reader import is_file_source, read_query_log
 from labeling.sampling import count_queries, sample_queries
-from labeling.settings import LabelSettings
 from labeling.store import JudgmentStore, Pool
 
 
@@ -142,7 +142,7 @@ def run_labeling(settings: LabelSettings | None = None, *, store: JudgmentStore 
         run = LabelRun(run_id=pending[0].run_id, catalog=catalog, resumed=True, pools=pending)
     else:
         if encoder is None:
-            from indexer.embedding import load_bi_encoder
+            from fashion_rerank.embedding import load_bi_encoder
 
             encoder = load_bi_encoder()
         run = LabelRun(run_id=new_run_id(), catalog=catalog, resumed=False, pools=[])

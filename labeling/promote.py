@@ -13,13 +13,12 @@ the serving model stays and the decision says why. `fashion-rerank rollback` res
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fashion_rerank.registry import ModelRegistry
+from fashion_rerank.settings import LabelSettings
 from labeling.evaluate import Evaluation
-from labeling.settings import LabelSettings
-from reranker.registry import ModelRegistry, RegistryError
 
 
 @dataclass
@@ -53,7 +52,7 @@ class GateDecision:
     def summary(self) -> str:
         if self.promote:
             return f"promote: beats {self.baseline} (" + "; ".join(c.detail for c in self.checks) + ")"
-        return f"keep the serving model: " + "; ".join(self.reasons)
+        return "keep the serving model: " + "; ".join(self.reasons)
 
 
 def gate(dev: Evaluation, test: Evaluation, settings: LabelSettings | None = None) -> GateDecision:
@@ -91,15 +90,3 @@ def apply(registry: ModelRegistry, version: str, decision: GateDecision) -> bool
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    """`fashion-rerank rollback`: 0 when a previous version was restored, 1 when there is none."""
-    reg = ModelRegistry(args.registry, args.model_name)
-    before = reg.current()
-    try:
-        restored = reg.rollback()
-    except RegistryError as exc:
-        print(f"error: {exc}")
-        return 1
-    print(f"{reg.name}: rolled back from {before} to {restored}; a running sidecar picks it up at its next registry poll")
-    return 0

@@ -1,6 +1,6 @@
 """The versioned rubric prompt that asks a judge for a 0-3 fashion relevance grade, and its reply schema.
 
-The product is shown with `indexer.product.rerank_text` (the project's one product text) and is placed
+The product is shown with `fashion_rerank.product.rerank_text` (the project's one product text) and is placed
 in the prompt as a JSON string literal on a line of its own, introduced as data: quotes, newlines and
 instructions inside a product text are escaped and cannot end the data or add lines to the prompt.
 

@@ -1,12 +1,12 @@
 """Read the sidecar's query log: records in the OpenSearch UBI `ubi_queries` shape, from JSONL or an index.
 
-A record (UBI 1.3 `ubi_queries` mapping, see shared/reference/peer-systems.md §1.6):
+A record (UBI 1.3 `ubi_queries` mapping, see docs/reference/peer-apis.md#ubi_queries-mapping):
     {"query_id", "user_query", "query_response_hit_ids": [...], "timestamp", "application", "client_id",
      "query_attributes": {...}}
 Only `user_query` is required here. `query_response_hit_ids` may be a list or a single id.
 
 Sources: a path to a JSONL file, or the name of an OpenSearch index. Reading the raw records is delegated to
-the sidecar's `reranker.querylog.read_query_log` (one reader of the format the sidecar writes); this module
+the kernel's `fashion_rerank.ubi.read_query_log` (one reader of the format the sidecar writes); this module
 turns them into `LoggedQuery` and counts records without a query in `QueryLogRead.skipped`.
 """
 
@@ -78,7 +78,7 @@ def read_query_log(source: str | Path, client=None, limit: int | None = None) ->
         opensearchpy.NotFoundError (while iterating): the index does not exist.
     Invalid JSON lines are skipped by the sidecar's reader (logged as warnings).
     """
-    from reranker.querylog import read_query_log as read_raw
+    from fashion_rerank.ubi import read_query_log as read_raw
 
     out = QueryLogRead(records=iter(()))
     if is_file_source(source):

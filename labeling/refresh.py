@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labeling.settings import LabelSettings
+from fashion_rerank.settings import LabelSettings
 from labeling.store import utc_now
 
 EXIT_PROMOTED = 0
@@ -126,13 +126,13 @@ def refresh(settings: LabelSettings | None = None, *, store=None, client=None, e
     Args: as `labeling.label.run_labeling`, plus `registry` (default `ModelRegistry()`) and `write`
     (write the JSON/Markdown reports).
     """
+    from fashion_rerank.registry import ModelRegistry
     from labeling import prompts
     from labeling.grading import JudgeConfigError
     from labeling.label import new_run_id, run_labeling
     from labeling.promote import apply
     from labeling.store import JudgmentStore
     from labeling.train import train_candidate
-    from reranker.registry import ModelRegistry
 
     s = settings or LabelSettings()
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@ THIS IS NOT AN LLM. It is the grading rule behind `fashion-rerank judge-server` 
 `reference-rubric-v1`), shipped so the labeling job, its tests and the demo run offline. It reads the
 shopper's query for product type (with shopper synonyms: tee = t-shirt, sneakers = casual shoes ...),
 colour (navy = navy blue; dark blue is a synonym of navy; colour families), gender, usage and season, and
-reads the same attributes out of the product text made by `indexer.product.rerank_text`
+reads the same attributes out of the product text made by `fashion_rerank.product.rerank_text`
 ("title | type | colour | gender | usage | season | brand | description", empty fields left out).
 
 Grades follow the rubric in `labeling.prompts`:
@@ -324,7 +324,7 @@ def grade(query: str, product_text: str) -> tuple[int, str]:
             return 1, f"same category ({_group(q.type)}), {p.type} not {q.type}"
         return 0, f"{p.type or 'unknown type'} is not {q.type}"
     if major:
-        return 1, f"right type; " + "; ".join(major)
+        return 1, "right type; " + "; ".join(major)
     if minor:
-        return 2, f"right type; " + "; ".join(minor)
+        return 2, "right type; " + "; ".join(minor)
     return 3, "type and all named attributes match"

@@ -9,7 +9,7 @@
   `packaged:all-MiniLM-L6-v2` (offline: the bi-encoder backbone, sentence-transformers adds a fresh
   1-label head) or `cross-encoder/ms-marco-MiniLM-L-6-v2` where a model hub is reachable.
 - CPU defaults (lr 5e-5, 3 epochs, batch 32, linear warmup over 10% of steps passed as `warmup_steps`,
-  seed 42) are from shared/reference/training-calibration.md.
+  seed 42) are from docs/reference/training-calibration.md#defaults-that-follow.
 - The model is saved into a new registry version folder; `labeling.model_card.write_model_card` completes
   the version (card.json) once the evaluation is known.
 """
@@ -25,8 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fashion_rerank.settings import LabelSettings
 from labeling.dataset import TrainPair, grade_counts
-from labeling.settings import LabelSettings
 
 HUB_BASE_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
@@ -113,11 +113,17 @@ def train_cross_encoder(pairs: Sequence[TrainPair], out_dir: str | Path, setting
     Raises:
         ValueError: no pairs, or bad grades (see `targets`).
     """
-    import torch
     import transformers
     from datasets import Dataset
-    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, LambdaLoss
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.losses import (
+        BinaryCrossEntropyLoss,
+        LambdaLoss,
+    )
 
     from fashion_rerank.settings import ModelSettings, resolve_model_path
 
@@ -245,11 +251,11 @@ def train_candidate(store, settings: LabelSettings | None = None, registry=None,
     """
     import shutil
 
+    from fashion_rerank.registry import ModelRegistry
     from labeling import prompts
     from labeling.dataset import training_pairs
     from labeling.model_card import build_card, write_model_card
     from labeling.promote import gate
-    from reranker.registry import ModelRegistry
 
     s = settings or LabelSettings()
     registry = registry or ModelRegistry()

@@ -1,14 +1,4 @@
-"""Errors raised by the scoring core; each front maps them to its protocol's status.
-
-| error                 | gRPC status          | HTTP status |
-|-----------------------|----------------------|-------------|
-| InvalidInputError     | INVALID_ARGUMENT     | 400         |
-| TooLargeError         | INVALID_ARGUMENT / RESOURCE_EXHAUSTED (message size) | 413 |
-| QueueFullError        | RESOURCE_EXHAUSTED   | 429         |
-| NoModelError          | UNAVAILABLE / FAILED_PRECONDITION | 503 |
-| DeadlineExceededError | DEADLINE_EXCEEDED    | 504         |
-| BackendError          | INTERNAL             | 500         |
-"""
+"""Errors raised by the scoring core and Search; `reranker.status` maps each to its gRPC and HTTP status."""
 
 
 class RerankError(Exception):
@@ -37,3 +27,11 @@ class DeadlineExceededError(RerankError):
 
 class BackendError(RerankError):
     """The model backend failed (e.g. non-finite scores)."""
+
+
+class OpenSearchUnavailableError(RerankError):
+    """OpenSearch refused the connection, timed out or answered 5xx (Search)."""
+
+
+class IndexNotFoundError(RerankError):
+    """The index or alias to search does not exist (Search)."""

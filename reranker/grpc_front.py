@@ -1,16 +1,6 @@
 """The gRPC front: `fashion_rerank.v1.Reranker`, TEI's `tei.v1.Rerank`, health checking and reflection on one port.
 
-Status codes (from `reranker.errors`, see its table):
-
-| condition | code |
-|---|---|
-| empty query, bad field, unknown filter attribute, too many documents, text too long | INVALID_ARGUMENT |
-| message above `max_message_bytes` (gRPC itself), scoring queue full | RESOURCE_EXHAUSTED |
-| no model promoted (Rerank) | FAILED_PRECONDITION |
-| deadline passed | DEADLINE_EXCEEDED |
-| OpenSearch unreachable (Search) | UNAVAILABLE |
-| index or alias missing (Search) | NOT_FOUND |
-| model failure | INTERNAL |
+Status codes: `reranker.status` (one table for both fronts).
 
 Each handler passes the call's deadline to the core and registers `future.cancel` as the call's
 termination callback, so the worker drops the work of a client that went away.
@@ -29,19 +19,18 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fashion_rerank.product import ATTRIBUTE_FIELDS, Product, rerank_text
+from fashion_rerank.settings import ServeSettings
 from fashion_rerank.v1 import reranker_pb2, reranker_pb2_grpc, tei_pb2, tei_pb2_grpc
-from indexer.product import ATTRIBUTE_FIELDS, Product, rerank_text
 from reranker.core import ScoreResult, ScoringCore
 from reranker.errors import (
     BackendError,
     DeadlineExceededError,
     InvalidInputError,
-    NoModelError,
-    QueueFullError,
     RerankError,
     TooLargeError,
 )
-from reranker.settings import ServeSettings
+from reranker.status import status_of
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +43,8 @@ _NO_DEADLINE_S = 1e7
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC status code for a scoring/search error (INTERNAL for anything unexpected)."""
-    from reranker.search import IndexNotFoundError, OpenSearchUnavailableError
-
-    table = [
-        (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
-        (TooLargeError, grpc.StatusCode.INVALID_ARGUMENT),
-        (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (NoModelError, grpc.StatusCode.FAILED_PRECONDITION),
-        (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
-        (OpenSearchUnavailableError, grpc.StatusCode.UNAVAILABLE),
-        (IndexNotFoundError, grpc.StatusCode.NOT_FOUND),
-        (BackendError, grpc.StatusCode.INTERNAL),
-    ]
-    for cls, code in table:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
+    """The gRPC status code for a scoring/search error (`reranker.status`; INTERNAL for anything unexpected)."""
+    return grpc.StatusCode[status_of(exc).grpc]
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:

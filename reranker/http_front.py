@@ -1,7 +1,7 @@
 """The sidecar's HTTP front: Cohere- and TEI-shaped rerank endpoints over the shared scoring core.
 
 OpenSearch's ml-commons connectors speak HTTP only, so this front is what a search pipeline calls
-(`reranker.pipeline_install`). It runs beside the gRPC front in the same process, on the same
+(`reranker.pipeline`). It runs beside the gRPC front in the same process, on the same
 `ScoringCore` (same batching queue, same model, same metrics labelled `front="http"`).
 
 Endpoints (JSON in, JSON out):
@@ -55,25 +55,12 @@ from fastapi.responses import JSONResponse
 
 from reranker.errors import (
     BackendError,
-    DeadlineExceededError,
     InvalidInputError,
-    NoModelError,
-    QueueFullError,
     RerankError,
-    TooLargeError,
 )
+from reranker.status import status_of
 
 log = logging.getLogger(__name__)
-
-#: HTTP status and TEI `error_type` of each core error (see reranker.errors).
-ERROR_STATUS: dict[type, tuple[int, str]] = {
-    InvalidInputError: (400, "validation"),
-    TooLargeError: (413, "validation"),
-    QueueFullError: (429, "overloaded"),
-    NoModelError: (503, "unhealthy"),
-    DeadlineExceededError: (504, "timeout"),
-    BackendError: (500, "backend"),
-}
 
 DEFAULT_MAX_BODY_BYTES = 2_000_000  # TEI's --payload-limit default
 
@@ -90,10 +77,8 @@ class HttpError(Exception):
 def _status_of(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, HttpError):
         return exc.status, exc.error_type
-    for cls, value in ERROR_STATUS.items():
-        if isinstance(exc, cls):
-            return value
-    return 500, "backend"
+    st = status_of(exc)
+    return st.http, st.tei
 
 
 # --------------------------------------------------------------------------------- request parsing

@@ -9,7 +9,7 @@ The labeling job reads it back (`read_query_log`) to pick queries to grade. One 
                           "model_version": "20261130T061500Z"}}
 
 Field names, types and the index mapping follow UBI's `queries-mapping.json` (opensearch-project/
-user-behavior-insights, see shared/reference/peer-systems.md §1.6), so an OpenSearch with the UBI plugin
+user-behavior-insights, see docs/reference/peer-apis.md#ubi_queries-mapping), so an OpenSearch with the UBI plugin
 and this log share one index. E-mail addresses and phone numbers are replaced by "[email]" / "[phone]"
 in the query text before anything is written. Records are written by a background thread; the request
 path only samples and enqueues (a full buffer drops the record and counts it).
@@ -26,27 +26,16 @@ import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
+
+from fashion_rerank.ubi import ensure_index
 
 log = logging.getLogger(__name__)
 
-#: The `ubi_queries` mapping of the UBI plugin (queries-mapping.json @3fee2d8).
-UBI_QUERIES_MAPPING: dict[str, Any] = {
-    "dynamic": False,
-    "properties": {
-        "timestamp": {"type": "date", "format": "strict_date_time"},
-        "query_id": {"type": "keyword", "ignore_above": 100},
-        "query": {"type": "text"},
-        "query_response_id": {"type": "keyword", "ignore_above": 100},
-        "query_response_hit_ids": {"type": "keyword"},
-        "user_query": {"type": "keyword"},
-        "query_attributes": {"type": "flat_object"},
-        "client_id": {"type": "keyword", "ignore_above": 100},
-        "application": {"type": "keyword", "ignore_above": 100},
-    },
-}
 
 _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+
+
 # A run of digits, spaces, dots, dashes, slashes and parentheses with an optional leading "+". It is taken
 # for a phone number when it holds 9 to 15 digits (E.164 allows at most 15), or 7-8 digits written the way
 # phone numbers are (a leading "+", a dash or parentheses: "555-0134", "(030) 1234"). Sizes ("32"),
@@ -82,16 +71,6 @@ def ubi_record(query: str, hit_ids: Sequence[str], *, query_id: str | None = Non
         "client_id": scrub(client_id or ""),
         "query_attributes": dict(attributes or {}),
     }
-
-
-def ensure_index(client, index: str) -> None:
-    """Create `index` with the UBI `ubi_queries` mapping unless it exists."""
-    if not client.indices.exists(index=index):
-        try:
-            client.indices.create(index=index, body={"mappings": UBI_QUERIES_MAPPING})
-        except Exception as exc:  # noqa: BLE001 - a concurrent creator wins the race
-            if "resource_already_exists" not in str(exc):
-                raise
 
 
 class QueryLogger:
@@ -210,28 +189,3 @@ class QueryLogger:
             except Exception as exc:  # noqa: BLE001 - OpenSearch down: drop, count, keep serving
                 log.warning("query log: cannot write to index %s: %s", self.index, exc)
                 self._count("error", len(batch))
-
-
-def read_query_log(path_or_index: str | Path, client=None) -> Iterator[dict]:
-    """Records of the query log, oldest first for a file, in index order for an index.
-
-    Args:
-        path_or_index: a JSONL file path, or an OpenSearch index name when `client` is given.
-        client: opensearch-py client; when None, `path_or_index` is read as a file.
-
-    Malformed JSONL lines are skipped with a warning. Raises FileNotFoundError for a missing file.
-    """
-    if client is None:
-        with open(path_or_index, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    log.warning("query log %s line %d: %s", path_or_index, n, exc.msg)
-        return
-    from opensearchpy import helpers
-
-    for hit in helpers.scan(client, index=str(path_or_index), query={"query": {"match_all": {}}}, preserve_order=False):
-        yield hit["_source"]

@@ -24,29 +24,24 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from indexer.product import ATTRIBUTE_FIELDS, Product, rerank_text
-from indexer.retrieval import Hit, knn_search
+from fashion_rerank.product import ATTRIBUTE_FIELDS, Product, rerank_text
+from fashion_rerank.retrieval import Hit, knn_search
+from fashion_rerank.scores import sigmoid
+from fashion_rerank.settings import ServeSettings
 from reranker.errors import (
     BackendError,
     DeadlineExceededError,
+    IndexNotFoundError,
     InvalidInputError,
     NoModelError,
+    OpenSearchUnavailableError,
     QueueFullError,
     RerankError,
 )
-from reranker.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,254}$")
-
-
-class OpenSearchUnavailableError(RerankError):
-    """OpenSearch refused the connection, timed out or answered 5xx (gRPC UNAVAILABLE, HTTP 503)."""
-
-
-class IndexNotFoundError(RerankError):
-    """The index or alias to search does not exist (gRPC NOT_FOUND, HTTP 404)."""
 
 
 @dataclass
@@ -120,7 +115,7 @@ class SearchService:
         settings: `ServeSettings` (defaults, limits, budget, fail_open, knn timeout).
         core: the `ScoringCore`.
         client: opensearch-py client (build it with `max_retries=0`: the deadline leaves no time for retries).
-        encoder: bi-encoder with `encode_query(str) -> (dim,)` (default `indexer.embedding.load_bi_encoder()`).
+        encoder: bi-encoder with `encode_query(str) -> (dim,)` (default `fashion_rerank.embedding.load_bi_encoder()`).
         index: default index or alias (default `OpenSearchSettings().index_alias`).
         querylog: optional `reranker.querylog.QueryLogger`.
         metrics: optional `reranker.metrics.Metrics`.
@@ -141,7 +136,7 @@ class SearchService:
     @property
     def encoder(self):
         if self._encoder is None:
-            from indexer.embedding import load_bi_encoder
+            from fashion_rerank.embedding import load_bi_encoder
 
             self._encoder = load_bi_encoder()
         return self._encoder
@@ -208,7 +203,7 @@ class SearchService:
         logits, version, reason = self._rerank(query, hits, deadline, front, timings)
         if logits is not None:
             order = np.argsort(-logits, kind="stable")
-            scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+            scores = sigmoid(logits)
         else:
             order = np.arange(len(hits))
             scores = None
@@ -233,7 +228,7 @@ class SearchService:
     def _rerank(self, query: str, hits: list[Hit], deadline: float | None, front: str,
                 timings: dict[str, float]) -> tuple[np.ndarray | None, str | None, str | None]:
         """(logits or None, model version or None, fail-open reason or None)."""
-        s, m = self.settings, self.metrics
+        s = self.settings
         version = self.core.model_version
         if version is None:
             return None, None, None

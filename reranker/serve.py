@@ -13,14 +13,13 @@ import signal
 import threading
 import time
 
-from fashion_rerank.settings import OpenSearchSettings
+from fashion_rerank.registry import ModelRegistry
+from fashion_rerank.settings import OpenSearchSettings, ServeSettings
 from reranker.core import ScoringCore
 from reranker.grpc_front import GrpcServer
 from reranker.metrics import Metrics
 from reranker.querylog import QueryLogger
-from reranker.registry import ModelRegistry
 from reranker.search import SearchService
-from reranker.settings import ServeSettings
 
 log = logging.getLogger("reranker.serve")
 
@@ -32,7 +31,7 @@ class Sidecar:
         settings: `ServeSettings` (default: from the environment / config file).
         registry: model registry (default `ModelRegistry()` from `FR_MODEL_*`).
         opensearch: OpenSearch connection settings for Search and the query log (default from `OPENSEARCH_*`).
-        encoder: bi-encoder for Search queries (default: `indexer.embedding.load_bi_encoder()`, loaded at start).
+        encoder: bi-encoder for Search queries (default: `fashion_rerank.embedding.load_bi_encoder()`, loaded at start).
 
     After `start()`: `grpc_port`, `metrics_port` (None when off), `target` ("host:port"), `core`,
     `metrics`, `search`, `http_front` (None unless reranker.http_front exists and http_port > 0).
@@ -71,7 +70,7 @@ class Sidecar:
         self.querylog.start()
         encoder = self._encoder
         if encoder is None:
-            from indexer.embedding import load_bi_encoder
+            from fashion_rerank.embedding import load_bi_encoder
 
             encoder = load_bi_encoder()
         self.search = SearchService(s, self.core, client, encoder, self.opensearch.index_alias, self.querylog,

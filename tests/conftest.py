@@ -69,8 +69,8 @@ def graded_training_pairs(n_queries: int = 80, seed: int = 0, catalog_size: int 
     """
     import random
 
+    from fashion_rerank.product import rerank_text
     from indexer.catalogs import read_myntra
-    from indexer.product import rerank_text
 
     products = list(read_myntra(limit=catalog_size).products)
     rng = random.Random(seed)
@@ -106,11 +106,14 @@ def trained_registry(tmp_path_factory):
     import torch
     from datasets import Dataset
     from sentence_transformers import CrossEncoder
-    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
+    from fashion_rerank.registry import ModelRegistry
     from fashion_rerank.settings import cache_root, cpu_quota, resolve_model_path
-    from reranker.registry import ModelRegistry
 
     rows = graded_training_pairs()
     hparams = {"epochs": 2, "learning_rate": 1e-4, "batch_size": 16, "max_length": 64, "seed": 0}

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from fashion_rerank.queries import (
+from demo.queries import (
     COLOUR_WORDS,
     TYPE_WORDS,
     generate_queries,
@@ -92,7 +92,7 @@ def test_bad_arguments_are_refused(catalog):
 def test_busy_port_stops_the_demo_with_what_to_do():
     import socket
 
-    from fashion_rerank.demo import DemoError, claim_port
+    from demo.run import DemoError, claim_port
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,7 +106,7 @@ def test_busy_port_stops_the_demo_with_what_to_do():
 def test_full_disk_stops_the_demo_with_what_to_do(tmp_path):
     import shutil
 
-    from fashion_rerank.demo import DemoError, check_disk
+    from demo.run import DemoError, check_disk
 
     free = shutil.disk_usage(tmp_path).free
     check_disk([tmp_path], need=1)
@@ -115,7 +115,7 @@ def test_full_disk_stops_the_demo_with_what_to_do(tmp_path):
 
 
 def test_report_renders_from_a_summary(tmp_path):
-    from fashion_rerank.report import write_report
+    from demo.report import write_report
 
     m = lambda v: {"value": v, "ci95": [v - 0.02, v + 0.02]}  # noqa: E731
     summary = {
@@ -150,7 +150,7 @@ def test_demo_pipeline_end_to_end_on_a_catalog_slice(opensearch_url, os_client, 
     """Every step on 2,000 real products and 180 generated queries, against the real OpenSearch node, a real
     sidecar, the reference judge and a real (small) fine-tune: the promoted model beats kNN order on the
     held-out queries. About 4 minutes on 2 idle cores."""
-    from fashion_rerank.demo import Demo, DemoConfig, run_demo
+    from demo.run import Demo, DemoConfig, run_demo
 
     cfg = DemoConfig(limit=2000, queries=180, out=tmp_path / "report", work=tmp_path / "work", alias=unique_name,
                      grpc_port=0, metrics_port=0, judge_port=0, top_k=30, epochs=3)
@@ -190,7 +190,7 @@ def test_demo_pipeline_end_to_end_on_a_catalog_slice(opensearch_url, os_client, 
 def test_missing_jdk_stops_the_demo_before_any_download(monkeypatch, tmp_path):
     """No OpenSearch answers at a local URL and no Java is found: the demo says what to install instead of
     downloading OpenSearch first."""
-    from fashion_rerank.demo import Demo, DemoConfig, DemoError, free_port
+    from demo.run import Demo, DemoConfig, DemoError, free_port
 
     for var in ("JAVA_HOME", "OPENSEARCH_JAVA_HOME", "FR_NODE_JAVA_HOME", "FASHION_RERANK_CONFIG"):
         monkeypatch.delenv(var, raising=False)

@@ -18,7 +18,8 @@ import httpx
 import numpy as np
 import pytest
 
-from reranker import pipeline_install as pi
+from reranker import pipeline as pi
+from reranker.pipeline.cluster import _java_regex_matches
 
 QUERIES = ["red summer dress for women", "black leather shoes for men"]
 K = 20
@@ -31,8 +32,8 @@ def _fixture_registry(root: Path):
     import torch
     from sentence_transformers import CrossEncoder
 
+    from fashion_rerank.registry import ModelRegistry
     from fashion_rerank.settings import resolve_model_path
-    from reranker.registry import ModelRegistry
 
     torch.manual_seed(0)
     reg = ModelRegistry(root, "http-test-ce")
@@ -58,10 +59,10 @@ class Sidecar:
     """A scoring core + metrics + HTTP front (+ gRPC front when available) on free ports, in-process."""
 
     def __init__(self, registry, **overrides):
+        from fashion_rerank.settings import ServeSettings
         from reranker.core import ScoringCore
         from reranker.http_front import start_http_front
         from reranker.metrics import Metrics
-        from reranker.settings import ServeSettings
 
         values = dict(threads=1, http_port=0, metrics_port=-1, grpc_port=0, querylog_path="", querylog_index="")
         values.update(overrides)
@@ -205,7 +206,7 @@ def test_deadline_header_gives_504(http):
 
 
 def test_no_model_gives_503(tmp_path):
-    from reranker.registry import ModelRegistry
+    from fashion_rerank.registry import ModelRegistry
 
     sc = Sidecar(ModelRegistry(tmp_path, "empty"))
     try:
@@ -303,13 +304,13 @@ def products(os_client):
 
 @pytest.fixture(scope="module")
 def encoder():
-    from indexer.embedding import load_bi_encoder
+    from fashion_rerank.embedding import load_bi_encoder
 
     return load_bi_encoder()
 
 
 def _knn_body(encoder, query: str) -> dict:
-    from indexer.retrieval import knn_query
+    from fashion_rerank.retrieval import knn_query
 
     body = knn_query(encoder.encode_query(query), K)
     body["ext"] = {"rerank": {"query_context": {"query_text": query}}}
@@ -323,9 +324,9 @@ def _hits(os_client, alias: str, body: dict, pipeline: str | None = None) -> lis
 
 def _snapshot(os_client, alias: str) -> dict:
     """What install/uninstall may touch: cluster settings, pipelines, ml-commons objects, index settings."""
-    from opensearchpy.exceptions import NotFoundError
-
     import warnings
+
+    from opensearchpy.exceptions import NotFoundError
 
     with warnings.catch_warnings():  # ml-commons' search reads its system indices near-real-time: refresh first
         warnings.simplefilter("ignore")
@@ -364,8 +365,8 @@ def full_sidecar(registry, encoder):
 
     Only the pipeline tests use it; the fail-open test stops it.
     """
+    from fashion_rerank.settings import ServeSettings
     from reranker.serve import Sidecar as ServeSidecar
-    from reranker.settings import ServeSettings
 
     settings = ServeSettings(threads=1, grpc_port=0, http_port=_free_port(), metrics_port=-1,
                              querylog_path="", querylog_index="")
@@ -395,8 +396,8 @@ def installed(os_client, products, full_sidecar):
 
 def test_http_scores_equal_grpc_scores(full_sidecar):
     """The same (query, document) pairs get the same float32 scores on both fronts of one sidecar."""
+    from fashion_rerank.product import rerank_text
     from indexer.catalogs import read_myntra
-    from indexer.product import rerank_text
     from reranker.client import RerankerClient
 
     texts = [rerank_text(p) for p in read_myntra(limit=40).products]
@@ -426,7 +427,7 @@ def test_install_reports_every_object(installed):
     assert len(lines) == len(report.steps)
     assert opts.pipeline in after["pipelines"]
     regexes = after["settings"]["persistent"].get(pi.S_REGEX) or []
-    assert any(pi._java_regex_matches(r, opts.rerank_url) for r in regexes)
+    assert any(_java_regex_matches(r, opts.rerank_url) for r in regexes)
 
 
 @pytest.mark.slow
@@ -471,7 +472,7 @@ def test_install_twice_changes_nothing(os_client, products, installed):
 
 @pytest.mark.slow
 def test_dry_run_prints_the_bodies_install_sends(installed, capsys):
-    from fashion_rerank.cli import main
+    from cli.main import main
 
     opts = installed[0]
     assert main(["opensearch", "install-pipeline", "--dry-run", "--pipeline", opts.pipeline,

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 from opensearchpy.exceptions import NotFoundError
 
+from fashion_rerank.embedding import EmbeddingCache, load_bi_encoder
+from fashion_rerank.product import rerank_text, text_hash
+from fashion_rerank.retrieval import knn_search, text_search
+from fashion_rerank.settings import IndexSettings
 from indexer.bulk import bulk_results
 from indexer.catalogs import read_myntra
-from indexer.embedding import EmbeddingCache, load_bi_encoder
 from indexer.index import (
     AliasConflictError,
-    IndexSettings,
     alias_indices,
     build_index_body,
     index_meta,
@@ -29,8 +31,6 @@ from indexer.index import (
     rollback_alias,
     swap_alias,
 )
-from indexer.product import rerank_text, text_hash
-from indexer.retrieval import knn_search, text_search
 from indexer.run import IndexSummary, run_index
 
 LIMIT = 2000
@@ -131,7 +131,7 @@ def test_full_build_summary_mapping_and_searchable_at_return(os_client, built, e
 
     # a stored document carries rerank_text(product) and its hash, and rebuilds the product
     doc = os_client.get(index=alias, id="15970")["_source"]
-    from indexer.product import Product
+    from fashion_rerank.product import Product
 
     p = Product.from_fields(doc)
     assert doc["rerank_text"] == rerank_text(p) and doc["text_hash"] == text_hash(doc["rerank_text"])
@@ -320,7 +320,7 @@ def test_each_kind_of_bad_row_is_skipped_with_its_reason_and_the_rest_lands(os_c
 
 
 def test_nothing_indexable_leaves_no_index_and_cli_exits_non_zero(os_client, encoder, aliases, tmp_path, capsys, monkeypatch):
-    from fashion_rerank.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("FASHION_RERANK_CACHE", str(tmp_path / "cache"))
     alias = _name()
@@ -333,7 +333,7 @@ def test_nothing_indexable_leaves_no_index_and_cli_exits_non_zero(os_client, enc
 
 
 def test_cli_indexes_a_generic_csv_with_a_column_mapping(os_client, aliases, tmp_path, capsys, monkeypatch):
-    from fashion_rerank.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("FASHION_RERANK_CACHE", str(tmp_path / "cache"))
     alias = _name()
@@ -355,7 +355,7 @@ def test_cli_indexes_a_generic_csv_with_a_column_mapping(os_client, aliases, tmp
 
 
 def test_concrete_index_with_the_alias_name_is_refused_clearly(os_client, encoder, aliases, tmp_path, capsys):
-    from fashion_rerank.cli import main
+    from cli.main import main
 
     name = _name()
     aliases.append(name)

@@ -23,15 +23,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from indexer.product import Product, rerank_text, text_hash
+from fashion_rerank.product import Product, rerank_text, text_hash
+from fashion_rerank.settings import LabelSettings
 from labeling import prompts
 from labeling.dataset import EvalQuery
 from labeling.evaluate import bootstrap_ci, evaluate_queries, measure, paired_test
 from labeling.grading import JudgeConfigError, PairRequest, grade_pairs
 from labeling.judge_server import ReferenceJudge
 from labeling.promote import gate
-from labeling.sampling import assign_split, count_queries, normalise_query, sample_queries
-from labeling.settings import LabelSettings
+from labeling.sampling import (
+    assign_split,
+    count_queries,
+    normalise_query,
+    sample_queries,
+)
 from labeling.store import Candidate, Judgment, JudgmentStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +65,7 @@ def drop_catalog(client, alias: str) -> None:
 
 def write_query_log(path: Path, products: list[Product], n_distinct: int, seed: int = 42) -> int:
     """A UBI `ubi_queries`-shaped JSONL log of synthetic shopper traffic built from catalog vocabulary."""
-    from fashion_rerank.queries import generate_queries
+    from demo.queries import generate_queries
     from reranker.querylog import ubi_record
 
     qs = generate_queries(products, n_distinct=n_distinct, seed=seed)
@@ -501,7 +506,7 @@ def test_sigkill_during_grading_then_rerun_makes_no_duplicate_judge_calls(catalo
     judgments = tmp_path / "judgments.jsonl"
     env = {**os.environ, "FR_LABEL_CONCURRENCY": "4", "OPENSEARCH_URL": os.environ["OPENSEARCH_URL"],
            "HF_HUB_OFFLINE": "1", "FR_LABEL_BACKOFF_INITIAL_S": "0.01"}
-    cmd = [sys.executable, "-m", "fashion_rerank.cli", "label", "--judgments", str(judgments), "--query-log",
+    cmd = [sys.executable, "-m", "cli.main", "label", "--judgments", str(judgments), "--query-log",
            str(query_log), "--queries", "8", "--top-k", "10", "--alias", catalog.alias, "--base-url", judge.url]
     judge.set_faults("hold-after=40")
     log = open(tmp_path / "first-run.log", "wb")
@@ -550,7 +555,7 @@ def test_sigkill_during_grading_then_rerun_makes_no_duplicate_judge_calls(catalo
 
 
 def test_cli_stats_and_srw_export(catalog, query_log, judge, tmp_path, os_client, capsys):
-    from fashion_rerank.cli import main
+    from cli.main import main
     from labeling.label import run_labeling
 
     s = settings_for(judge, tmp_path, query_log=str(query_log), top_k=8, random_extras=2)
@@ -571,8 +576,8 @@ def test_cli_stats_and_srw_export(catalog, query_log, judge, tmp_path, os_client
 
 
 def test_cli_rollback_restores_the_previous_version(tmp_path, capsys):
-    from fashion_rerank.cli import main
-    from reranker.registry import ModelRegistry
+    from cli.main import main
+    from fashion_rerank.registry import ModelRegistry
 
     reg = ModelRegistry(tmp_path, "fashion-ce")
     versions = []
@@ -588,8 +593,8 @@ def test_cli_rollback_restores_the_previous_version(tmp_path, capsys):
 
 
 def test_refresh_exit_codes_budget_error_and_kept(catalog, query_log, judge, tmp_path, os_client):
+    from fashion_rerank.registry import ModelRegistry
     from labeling.refresh import EXIT_BUDGET, EXIT_ERROR, EXIT_KEPT, refresh
-    from reranker.registry import ModelRegistry
 
     reg = ModelRegistry(tmp_path / "models", "fashion-ce")
     common = dict(query_log=str(query_log), top_k=8, random_extras=2, concurrency=4)
@@ -616,8 +621,9 @@ def test_refresh_exit_codes_budget_error_and_kept(catalog, query_log, judge, tmp
 def test_query_log_is_read_from_a_ubi_index(os_client, unique_name):
     from opensearchpy import helpers
 
+    from fashion_rerank.ubi import ensure_index
     from labeling.querylog_reader import read_query_log
-    from reranker.querylog import ensure_index, ubi_record
+    from reranker.querylog import ubi_record
 
     ensure_index(os_client, unique_name)
     try:

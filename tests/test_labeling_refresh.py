@@ -2,11 +2,11 @@
 
 Real parts only: the local OpenSearch node with 2,000 bundled Myntra products behind a unique alias, a
 UBI-shaped query log of synthetic shopper traffic built from the catalog's vocabulary
-(`fashion_rerank.queries`), the reference judge over HTTP through the `openai` client, sentence-transformers
+(`demo.queries`), the reference judge over HTTP through the `openai` client, sentence-transformers
 training from the packaged all-MiniLM-L6-v2 backbone, ir-measures, the model registry, and a running gRPC
 sidecar that must pick the promoted model up without a restart.
 
-Sizes (shared/reference/training-calibration.md: small or short runs lose to kNN): 160 sampled queries x
+Sizes (docs/reference/training-calibration.md#results: small or short runs lose to kNN): 160 sampled queries x
 (top-20 kNN + 5 random) = 4,000 graded pairs; about 70 train queries give ~1,600 training pairs, trained for
 2 epochs at lr 1e-4 (~100 optimizer steps; a trial on this catalog gave +0.046 test nDCG@10 over kNN with
 1,386 pairs, +0.039 at lr 5e-5); about 40 dev and 50 test queries decide promotion and measure the lift. On 2 idle cores this takes a few minutes; on a loaded machine much longer.
@@ -22,10 +22,10 @@ from types import SimpleNamespace
 import grpc
 import numpy as np
 import pytest
-
-from labeling.settings import LabelSettings
-from labeling.store import JudgmentStore
 from test_labeling import drop_catalog, index_catalog, write_query_log
+
+from fashion_rerank.settings import LabelSettings
+from labeling.store import JudgmentStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # training on a shared 2-core machine
 
@@ -50,13 +50,12 @@ def wait_until(pred, timeout: float, what: str, every: float = 0.1):
 @pytest.fixture(scope="module")
 def refreshed(os_client, opensearch_url, tmp_path_factory):
     """Index, start a sidecar with an empty registry, then run one `refresh` against the reference judge."""
-    from fashion_rerank.settings import OpenSearchSettings
-    from indexer.embedding import load_bi_encoder
+    from fashion_rerank.embedding import load_bi_encoder
+    from fashion_rerank.registry import ModelRegistry
+    from fashion_rerank.settings import OpenSearchSettings, ServeSettings
     from labeling.judge_server import ReferenceJudge
     from labeling.refresh import refresh
-    from reranker.registry import ModelRegistry
     from reranker.serve import Sidecar
-    from reranker.settings import ServeSettings
 
     tmp = tmp_path_factory.mktemp("refresh")
     alias = f"t-labref-{uuid.uuid4().hex[:8]}"
@@ -175,7 +174,7 @@ def test_the_gate_refuses_a_worse_and_a_collapsed_real_model(refreshed, tmp_path
 
 
 def test_train_and_evaluate_commands(refreshed, capsys):
-    from fashion_rerank.cli import main
+    from cli.main import main
 
     s, reg = refreshed.settings, refreshed.registry
     serving = reg.current()

@@ -22,12 +22,11 @@ import grpc
 import numpy as np
 import pytest
 
-from fashion_rerank.settings import OpenSearchSettings
+from fashion_rerank.product import ATTRIBUTE_FIELDS, Product, rerank_text
+from fashion_rerank.registry import ModelRegistry
+from fashion_rerank.settings import OpenSearchSettings, ServeSettings
 from fashion_rerank.v1 import reranker_pb2, tei_pb2
-from indexer.product import ATTRIBUTE_FIELDS, Product, rerank_text
 from reranker.client import RerankerClient
-from reranker.registry import ModelRegistry
-from reranker.settings import ServeSettings
 
 N_PRODUCTS = 400
 
@@ -171,7 +170,7 @@ def product_index(os_client, products):
     """A unique k-NN index of `products` with the agreed field interface; deleted afterwards."""
     from opensearchpy import helpers
 
-    from indexer.embedding import load_bi_encoder
+    from fashion_rerank.embedding import load_bi_encoder
 
     name = f"t-sidecar-{uuid.uuid4().hex[:8]}"
     encoder = load_bi_encoder()
@@ -250,7 +249,12 @@ def test_core_interface_async_score_errors_and_cancel(trained_registry, tmp_path
     import asyncio
 
     from reranker.core import ScoringCore
-    from reranker.errors import InvalidInputError, NoModelError, QueueFullError, TooLargeError
+    from reranker.errors import (
+        InvalidInputError,
+        NoModelError,
+        QueueFullError,
+        TooLargeError,
+    )
     from reranker.metrics import Metrics
 
     settings = ServeSettings(threads=1, max_documents=1000, max_text_chars=500)
@@ -319,7 +323,7 @@ def test_core_interface_async_score_errors_and_cancel(trained_registry, tmp_path
 
 def test_committed_stubs_match_the_protos(tmp_path):
     """Regenerating the stubs from proto/ gives byte-identical files: the committed ones are not stale."""
-    from reranker.protogen import ROOT, generate
+    from fashion_rerank.protogen import ROOT, generate
 
     generated = generate(tmp_path)
     assert {p.name for p in generated} == {"reranker_pb2.py", "reranker_pb2.pyi", "reranker_pb2_grpc.py",
@@ -332,7 +336,9 @@ def test_committed_stubs_match_the_protos(tmp_path):
 
 def test_health_and_reflection(server, client):
     from google.protobuf.descriptor_pool import DescriptorPool
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
 
     assert client.health("") == "SERVING"
     assert client.health("fashion_rerank.v1.Reranker") == "SERVING"
@@ -440,8 +446,8 @@ def test_sixteen_concurrent_clients_get_the_sequential_scores(server, products):
 
 
 def test_search_reranks_once_a_model_is_promoted(make_sidecar, trained_registry, product_index, tmp_path, capsys):
-    from fashion_rerank.cli import main as cli_main
-    from reranker.querylog import read_query_log
+    from cli.main import main as cli_main
+    from fashion_rerank.ubi import read_query_log
 
     registry = ModelRegistry(tmp_path / "models", "fashion-ce")
     log_path = tmp_path / "ubi_queries.jsonl"
@@ -496,7 +502,7 @@ def test_search_reranks_once_a_model_is_promoted(make_sidecar, trained_registry,
 
 
 def test_query_log_to_an_opensearch_index(make_sidecar, trained_registry, product_index, os_client, unique_name):
-    from reranker.querylog import read_query_log
+    from fashion_rerank.ubi import read_query_log
 
     sc = make_sidecar(trained_registry, index=product_index, querylog_sample_rate=1.0, querylog_index=unique_name)
     try:
@@ -722,7 +728,7 @@ def test_serve_command_drains_on_sigterm(trained_registry, product_index, opense
                OPENSEARCH_URL=opensearch_url, OPENSEARCH_INDEX_ALIAS=product_index, HF_HUB_OFFLINE="1")
     log = tmp_path / "serve.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "fashion_rerank.cli", "serve"], env=env, stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, stdout=fh,
                                 stderr=subprocess.STDOUT)
     try:
         with RerankerClient(f"127.0.0.1:{port}", timeout=120) as c:

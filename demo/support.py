@@ -117,7 +117,7 @@ class Background:
 
 def cli_cmd(*args: str) -> list[str]:
     """The `fashion-rerank` command line for `args`, run by this interpreter (works without PATH)."""
-    return [sys.executable, "-m", "fashion_rerank.cli", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -18,7 +18,7 @@ ATTRIBUTE_FIELDS: tuple[str, ...] = ("product_type", "colour", "gender", "usage"
 
 #: Fields in `rerank_text`, in order, with a per-field budget in whitespace-separated words.
 #: Budgets keep a pair within the cross-encoder's 128 tokens: ~24 + 6*4 + 40 words ≈ 100 wordpieces
-#: for typical titles and descriptions (see shared/reference/cpu-rerank-measurements.md: 64-128 tokens).
+#: for typical titles and descriptions (see docs/reference/cpu-measurements.md#levers: 64-128 tokens).
 TEXT_FIELDS: tuple[tuple[str, int], ...] = (
     ("title", 24),
     ("product_type", 4),

@@ -1,6 +1,6 @@
 """The demo's report: `report.md`, `summary.json` and `demo.png` from one summary dict.
 
-The summary dict (written as `summary.json`, shape below) is built by `fashion_rerank.demo`; this
+The summary dict (written as `summary.json`, shape below) is built by `demo.run`; this
 module only renders it, so a report can be re-rendered from a saved `summary.json`
 (`write_report(json.load(open(p)), out_dir)`).
 

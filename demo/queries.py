@@ -54,7 +54,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
-from indexer.product import Product
+from fashion_rerank.product import Product
 
 #: Catalog product type -> shopper words (first = the plain word). Types not listed are not queried.
 TYPE_WORDS: dict[str, tuple[str, ...]] = {

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fashion_rerank.demo_support import DemoError
+from demo.support import DemoError
+
 
 def load_refresh_summary(refresh_dir: Path) -> dict:
     """The newest `refresh-*.json` report of `fashion-rerank refresh` (labeling.refresh.RefreshReport) in

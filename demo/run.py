@@ -12,7 +12,7 @@ caches: OpenSearch download, packaged models, embeddings):
 3. sidecar     start `fashion-rerank serve` with the demo's own model registry (`var/demo/models`, empty
                at the start of a run) and query log (`var/demo/ubi_queries.jsonl`); wait for gRPC
                health SERVING
-4. replay      send the generated training query stream (fashion_rerank.queries) through `Search`
+4. replay      send the generated training query stream (demo.queries) through `Search`
                at a small concurrency, so the sidecar logs them as live traffic; no model is current yet,
                so these calls are the *before* latency (kNN order)
 5. refresh     start the reference judge server (or use OPENAI_BASE_URL/OPENAI_API_KEY when both are
@@ -22,11 +22,11 @@ caches: OpenSearch download, packaged models, embeddings):
                `Search` (the *after* latency; each hit carries its kNN rank, so one call gives both
                orders), grade the held-out candidates with the same judge, and compute nDCG@10 / MRR@10 /
                Recall@10 with bootstrap 95% CIs and paired tests (labeling.evaluate)
-7. report      write report.md, summary.json and demo.png (fashion_rerank.report) and stop what the
+7. report      write report.md, summary.json and demo.png (demo.report) and stop what the
                demo started (sidecar, judge, and the OpenSearch node if the demo started it) unless
                --keep-running or KEEP_RUNNING=1
 
-Defaults are sized with shared/reference/training-calibration.md for <= 30 minutes on 2 cores once the
+Defaults are sized with docs/reference/training-calibration.md#defaults-that-follow for <= 30 minutes on 2 cores once the
 downloads are cached: 600 distinct queries (400 train / 200 held out), candidate pools of top-20 kNN +
 5 random products per logged query (10,000 judged pairs, of which the refresh's train split is ~5,300),
 learning rate 5e-5, 3 epochs (~67 pairs/s per epoch on 2 idle cores: ~4 minutes), 50 kNN candidates
@@ -44,15 +44,18 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from fashion_rerank.demo_eval import METRIC_NAMES, evaluate_heldout, load_refresh_summary  # noqa: F401
-from fashion_rerank.demo_support import (  # noqa: F401 - re-exported for tests and callers
+from demo.evaluation import (  # noqa: F401
+    METRIC_NAMES,
+    evaluate_heldout,
+    load_refresh_summary,
+)
+from demo.support import (  # noqa: F401 - re-exported for tests and callers
     MIN_FREE_BYTES,
     Background,
     DemoError,
@@ -223,6 +226,7 @@ class Demo:
         from urllib.parse import urlparse
 
         from fashion_rerank import local_node
+        from fashion_rerank.settings import NodeSettings
         from fashion_rerank.opensearch import make_client
 
         url = self.os_settings.url
@@ -243,9 +247,9 @@ class Demo:
             raise DemoError(f"OpenSearch at {url} (OPENSEARCH_URL) does not answer: check the URL, "
                             "OPENSEARCH_USER/OPENSEARCH_PASSWORD and OPENSEARCH_VERIFY_CERTS/OPENSEARCH_CA_CERTS, "
                             "or unset OPENSEARCH_URL to let the demo start a local node")
-        settings = local_node.NodeSettings()
+        settings = NodeSettings()
         if parsed.port and parsed.port != settings.port:
-            settings = local_node.NodeSettings(port=parsed.port)
+            settings = NodeSettings(port=parsed.port)
         try:
             local_node._java_home(settings)  # fail before any download when no JDK is there
             log("no OpenSearch answers; starting the local node (first run downloads ~430 MB from Maven Central)")
@@ -259,13 +263,13 @@ class Demo:
 
     # -- 2. index
     def step_index(self) -> dict:
+        import torch
+
         from fashion_rerank.opensearch import make_client
         from fashion_rerank.settings import ModelSettings, cpu_quota, resolve_model_path
         from indexer.catalogs import open_catalog
         from indexer.index import IndexLifecycleError, current_index, index_meta
         from indexer.run import run_index
-
-        import torch
 
         torch.set_num_threads(ModelSettings().threads or cpu_quota())
         cfg = self.cfg
@@ -318,7 +322,7 @@ class Demo:
 
     # -- 4. replay
     def step_replay(self) -> dict:
-        from fashion_rerank.queries import generate_queries
+        from demo.queries import generate_queries
 
         cfg = self.cfg
         self.queryset = generate_queries(self.products, n_distinct=cfg.queries, test_share=cfg.test_share, seed=cfg.seed)
@@ -345,7 +349,7 @@ class Demo:
     # -- 5. refresh
     def judge_settings(self, judgments_path: Path):
         """LabelSettings for grading through the demo's judge (the reference judge unless external_judge())."""
-        from labeling.settings import LabelSettings
+        from fashion_rerank.settings import LabelSettings
 
         kw: dict[str, Any] = {"judgments_path": judgments_path}
         if not external_judge():
@@ -355,7 +359,7 @@ class Demo:
     def start_judge(self) -> None:
         """Start the reference judge server (unless OPENAI_BASE_URL/OPENAI_API_KEY name a real LLM)."""
         if external_judge():
-            from labeling.settings import LabelSettings
+            from fashion_rerank.settings import LabelSettings
 
             s = LabelSettings()
             if s.is_reference_judge():
@@ -366,7 +370,7 @@ class Demo:
             return
         port = self.cfg.judge_port
         self.judge_url = f"http://127.0.0.1:{port}/v1"
-        self.judge = Background("reference judge", cli_cmd("judge-server", "--host", "127.0.0.1", "--port", str(port)),
+        self.judge = Background("reference judge", cli_cmd("judge", "serve", "--host", "127.0.0.1", "--port", str(port)),
                                 self.logs / "judge.log", self.env(FR_JUDGE_PORT=port, FR_JUDGE_HOST="127.0.0.1"))
         self.procs.append(self.judge)
         wait_http(f"http://127.0.0.1:{port}/health", self.judge, timeout_s=60)
@@ -411,7 +415,7 @@ class Demo:
 
     # -- 6. measure
     def step_measure(self) -> dict:
-        from indexer.product import Product, rerank_text, text_hash
+        from fashion_rerank.product import Product, rerank_text, text_hash
         from labeling.grading import PairRequest, grade_pairs
         from labeling.sampling import normalise_query
         from labeling.store import JudgmentStore
@@ -464,7 +468,7 @@ class Demo:
 
     # -- 7. report
     def build_summary(self, steps: Steps) -> dict:
-        """The summary.json dict (shape: fashion_rerank.report)."""
+        """The summary.json dict (shape: demo.report)."""
         import platform
 
         from fashion_rerank.settings import cpu_quota
@@ -577,7 +581,7 @@ class Demo:
         return out
 
     def step_report(self, steps: Steps) -> dict:
-        from fashion_rerank.report import write_report
+        from demo.report import write_report
 
         self.summary = self.build_summary(steps)
         self.paths = write_report(self.summary, self.cfg.out)
@@ -589,7 +593,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     Raises DemoError with a message that says what to do; stops what it started unless `cfg.keep_running`.
     """
-    from fashion_rerank.report import render_markdown
+    from demo.report import render_markdown
 
     demo = Demo(cfg)
     steps = Steps(Demo.STEPS)
@@ -643,34 +647,3 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         grpc_port=args.grpc_port, metrics_port=args.metrics_port, judge_port=args.judge_port,
         epochs=args.epochs, seed=args.seed, work=Path(args.work),
     )
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        run_demo(config_from_args(args))
-    except DemoError as exc:
-        print(f"\ndemo stopped: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ndemo interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `fashion-rerank demo`."""
-    p = sub.add_parser("demo", help="the whole system end to end on the bundled catalog (what `make demo` runs)",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--limit", type=int, default=None, help="index only the first N catalog products (default: all)")
-    p.add_argument("--queries", type=int, default=600, help="distinct generated shopper queries (1/3 held out; default 600)")
-    p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
-    p.add_argument("--work", default="var/demo", help="demo state: model registry, query log, judgments, logs (default var/demo)")
-    p.add_argument("--alias", default=None, help="index alias (default OPENSEARCH_INDEX_ALIAS or 'products')")
-    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the query generator and training (default 42)")
-    p.add_argument("--grpc-port", type=int, default=50051, help="sidecar gRPC port (0 = any free port)")
-    p.add_argument("--metrics-port", type=int, default=9464, help="sidecar Prometheus port (0 = any free port)")
-    p.add_argument("--judge-port", type=int, default=8088, help="reference judge port (0 = any free port)")
-    p.add_argument("--keep-running", action="store_true",
-                   help="leave the sidecar, judge and OpenSearch running at the end (also KEEP_RUNNING=1)")
-    p.set_defaults(func=_cmd_demo)

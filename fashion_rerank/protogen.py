@@ -1,4 +1,4 @@
-"""Generate the Python gRPC stubs from `proto/` (run as `python -m reranker.protogen`, or `make proto`).
+"""Generate the Python gRPC stubs from `proto/` (run as `python -m fashion_rerank.protogen`, or `make proto`).
 
 `proto/fashion_rerank/v1/*.proto` -> `fashion_rerank/v1/<name>_pb2.py`, `_pb2.pyi`, `_pb2_grpc.py`,
 with grpcio-tools' bundled `protoc` (`-Iproto`, output to the repository root). The output depends
@@ -13,7 +13,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-#: Repository root (this file is reranker/protogen.py).
+#: Repository root (this file is fashion_rerank/protogen.py).
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
 #: Package folder of the generated stubs, relative to the output root.
@@ -59,7 +59,7 @@ def generate(out_dir: Path = ROOT, proto_dir: Path = PROTO_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reranker.protogen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fashion_rerank.protogen", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT, help="output root (default: the repository root)")
     args = parser.parse_args(argv)
     for path in generate(args.out):

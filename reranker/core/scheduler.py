@@ -11,9 +11,8 @@ Design (after Hugging Face text-embeddings-inference's router/core/backend split
   drops the remaining pairs of any request whose deadline passed or whose future was cancelled (client
   went away), so such work stops within one sub-batch. A request's future resolves as soon as its last
   pair is scored.
-- A watcher thread polls `registry.current()`; a new version is loaded beside the serving one and the
-  reference is swapped between batches. The batch in flight finishes on the old model, which is then
-  released. No request fails because of a swap.
+- The model comes from a `ModelHolder` (`reranker.core.models`): hot swap between batches.
+- Request validation lives in `reranker.core.request`, the sub-batch rule in `reranker.batching`.
 """
 
 from __future__ import annotations
@@ -24,99 +23,29 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from reranker.backends import Backend, load_backend
+from fashion_rerank.registry import ModelRegistry
+from fashion_rerank.scores import sigmoid
+from fashion_rerank.settings import ServeSettings
+from reranker.backends import Backend
+from reranker.batching import length_order, sub_batch_pairs
+from reranker.core.models import ModelHolder, registry_loader
+from reranker.core.request import ScoreResult, Work, fail, validate_request
 from reranker.errors import (
     BackendError,
     DeadlineExceededError,
-    InvalidInputError,
     NoModelError,
     QueueFullError,
     TooLargeError,
 )
-from reranker.registry import ModelRegistry
-from reranker.settings import ServeSettings
 
 if TYPE_CHECKING:
     from reranker.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoreResult:
-    """Scores of one request, in input order.
-
-    Attributes:
-        logits: (n,) float32 raw cross-encoder logits.
-        scores: (n,) float32 sigmoid(logits), in [0, 1].
-        model_version: registry version that scored the request ("" for an empty request with no model).
-        timings: seconds spent in "queue", "tokenize", "inference" and "total" (submit to result).
-        tokens: tokens the model read for this request (after truncation, special tokens included).
-    """
-
-    logits: np.ndarray
-    scores: np.ndarray
-    model_version: str
-    timings: dict[str, float]
-    tokens: int
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function, float32 in [0, 1]."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out.astype(np.float32)
-
-
-def sub_batch_pairs(width: int, settings: ServeSettings) -> int:
-    """Pairs per forward pass when the longest pair has `width` tokens: `sub_batch` (25), or more for
-    short pairs, so that a pass holds about `sub_batch_tokens` padded tokens (25 pairs of ~80 tokens, the
-    measured optimum, shared/reference/cpu-rerank-measurements.md §3). Fewer, fuller passes cost less
-    per-pass overhead on short product texts."""
-    return max(settings.sub_batch, settings.sub_batch_tokens // max(1, width))
-
-
-@dataclass(eq=False)
-class _Work:
-    query: str
-    documents: list[str]
-    deadline: float | None
-    front: str
-    future: Future
-    enqueued: float
-    truncate_left: bool = False
-    # filled by the worker
-    logits: np.ndarray | None = None
-    remaining: int = 0
-    tokens: int = 0
-    started: float = 0.0
-    tokenize_s: float = 0.0
-    inference_started: float = 0.0
-    alive: bool = True
-
-    @property
-    def n(self) -> int:
-        return len(self.documents)
-
-    def expired(self, now: float) -> bool:
-        return self.deadline is not None and now >= self.deadline
-
-
-def _fail(fut: Future, exc: BaseException) -> None:
-    if not fut.done():
-        try:
-            fut.set_exception(exc)
-        except InvalidStateError:  # cancelled or finished meanwhile
-            pass
 
 
 class ScoringCore:
@@ -126,18 +55,20 @@ class ScoringCore:
         settings: limits and batching (`ServeSettings`).
         registry: where the served model comes from (`current` pointer).
         metrics: optional `reranker.metrics.Metrics` to record queue depth, stages, batches, swaps.
+        loader: `load(version, path) -> Backend` for new registry versions (default: `settings.backend`
+            with `settings.threads`; tests pass a fake backend's loader).
+        device: torch device for the torch backend ("cpu", "cuda").
     """
 
-    def __init__(self, settings: ServeSettings, registry: ModelRegistry, metrics: "Metrics | None" = None):
+    def __init__(self, settings: ServeSettings, registry: ModelRegistry, metrics: "Metrics | None" = None,
+                 loader=None, device: str = "cpu"):
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
-        self._backend: Backend | None = None
-        self._in_use: Backend | None = None
-        self._swap_lock = threading.Lock()
-        self._load_lock = threading.Lock()
-        self._failed_version: str | None = None
-        self._queue: deque[_Work] = deque()
+        self.models = ModelHolder(registry, loader or registry_loader(settings.backend, settings.threads, device),
+                                  metrics)
+        self._prepare = loader is None
+        self._queue: deque[Work] = deque()
         self._queued_pairs = 0
         self._cond = threading.Condition()
         self._busy = False
@@ -145,7 +76,6 @@ class ScoringCore:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._worker: threading.Thread | None = None
-        self._watcher: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -156,15 +86,15 @@ class ScoringCore:
         """
         from reranker.backends import prepare_backend
 
-        prepare_backend(self.settings.backend, self.settings.threads)
+        if self._prepare:
+            prepare_backend(self.settings.backend, self.settings.threads)
         self.check_registry()
         self._stopping.clear()
         self._abort.clear()
         self._accepting = True
         self._worker = threading.Thread(target=self._work_loop, name="rerank-worker", daemon=True)
         self._worker.start()
-        self._watcher = threading.Thread(target=self._watch_loop, name="rerank-registry-watcher", daemon=True)
-        self._watcher.start()
+        self.models.start_watching(self.settings.registry_poll_s)
 
     def stop(self, grace_s: float) -> None:
         """Refuse new work, let queued and running requests finish for up to `grace_s` seconds, then stop.
@@ -180,26 +110,26 @@ class ScoringCore:
                 self._abort.set()
             self._stopping.set()
             self._cond.notify_all()
-        for t in (self._worker, self._watcher):
-            if t is not None and t is not threading.current_thread():
-                t.join(timeout=5.0)
+        self.models.stop_watching()
+        t = self._worker
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5.0)
         with self._cond:
             while self._queue:
                 w = self._queue.popleft()
-                _fail(w.future, DeadlineExceededError("the scoring core stopped before this request was scored"))
+                fail(w.future, DeadlineExceededError("the scoring core stopped before this request was scored"))
             self._queued_pairs = 0
             self._update_queue_metrics()
 
     @property
     def model_version(self) -> str | None:
         """Version of the serving model, or None when none is loaded."""
-        b = self._backend
-        return b.version if b is not None else None
+        return self.models.version
 
     @property
     def max_length(self) -> int | None:
         """Tokens per (query, document) pair of the serving model, or None when none is loaded."""
-        b = self._backend
+        b = self.models.backend
         return b.max_length if b is not None else None
 
     def queue_depth(self) -> tuple[int, int]:
@@ -217,50 +147,9 @@ class ScoringCore:
         """Load the registry's `current` version if it differs from the serving one; returns the serving version.
 
         A version that fails to load is logged, counted (`model_loads_total{outcome="error"}`) and not
-        retried until the pointer changes; the old model keeps serving.
+        retried until the pointer changes; the old model keeps serving (`reranker.core.models`).
         """
-        with self._load_lock:
-            try:
-                version = self.registry.current()
-            except OSError as exc:
-                log.warning("cannot read the registry pointer in %s: %s", self.registry.dir, exc)
-                return self.model_version
-            serving = self.model_version
-            if version is None or version == serving or version == self._failed_version:
-                return serving
-            from fashion_rerank.settings import ModelSettings
-
-            t0 = time.monotonic()
-            try:
-                backend = load_backend(self.settings.backend, self.registry.path(version), version=version,
-                                       threads=self.settings.threads, device=ModelSettings().device)
-            except Exception as exc:  # noqa: BLE001 - any load failure keeps the old model serving
-                self._failed_version = version
-                log.error("cannot load model %s version %s (still serving %s): %s",
-                          self.registry.name, version, serving, exc)
-                if self.metrics:
-                    self.metrics.model_loads.labels("error").inc()
-                return serving
-            self._failed_version = None
-            with self._swap_lock:
-                old = self._backend
-                self._backend = backend
-                release = old is not None and old is not self._in_use
-            if release:
-                old.close()
-            if self.metrics:
-                self.metrics.model_loads.labels("ok").inc()
-                self.metrics.set_model_version(version)
-            log.info("serving cross-encoder %s version %s (was %s; loaded in %.1f s, max_length=%d)",
-                     self.registry.name, version, serving, time.monotonic() - t0, backend.max_length)
-            return version
-
-    def _watch_loop(self) -> None:
-        while not self._stopping.wait(self.settings.registry_poll_s):
-            try:
-                self.check_registry()
-            except Exception:  # noqa: BLE001 - the watcher must survive anything
-                log.exception("registry watcher error")
+        return self.models.check()
 
     # ------------------------------------------------------------------ requests
     def submit(self, query: str, documents: Sequence[str], deadline: float | None = None, front: str = "grpc",
@@ -285,27 +174,12 @@ class ScoringCore:
         and is cancelled by `future.cancel()` when the caller goes away (its remaining work is dropped).
         """
         s = self.settings
-        if not isinstance(query, str):
-            raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
-        if not query.strip():
-            raise InvalidInputError("query is empty")
-        if len(query) > s.max_text_chars:
-            raise TooLargeError(f"query has {len(query)} characters; the limit is {s.max_text_chars}")
-        if isinstance(documents, str) or not isinstance(documents, Sequence):
-            raise InvalidInputError("documents must be a list of strings")
-        docs = list(documents)
-        if len(docs) > s.max_documents:
-            raise TooLargeError(f"{len(docs)} documents in one request; the limit is {s.max_documents}")
-        for i, d in enumerate(docs):
-            if not isinstance(d, str):
-                raise InvalidInputError(f"document {i} must be a string, got {type(d).__name__}")
-            if len(d) > s.max_text_chars:
-                raise TooLargeError(f"document {i} has {len(d)} characters; the limit is {s.max_text_chars}")
+        docs = validate_request(query, documents, s)
         if not self._accepting:
             raise QueueFullError("the scoring core is not running (starting or shutting down)")
         fut: Future = Future()
         now = time.monotonic()
-        backend = self._backend
+        backend = self.models.backend
         if not docs:
             fut.set_result(ScoreResult(np.zeros(0, np.float32), np.zeros(0, np.float32),
                                        backend.version if backend else "",
@@ -318,10 +192,10 @@ class ScoringCore:
             raise TooLargeError(
                 f"query is {qt} tokens; the model reads {backend.max_length} tokens per (query, document) pair "
                 f"and the query may use at most {backend.max_query_tokens()} of them (the query is never truncated)")
-        work = _Work(query=query, documents=docs, deadline=deadline, front=front, future=fut, enqueued=now,
+        work = Work(query=query, documents=docs, deadline=deadline, front=front, future=fut, enqueued=now,
                      truncate_left=truncate_left)
         if deadline is not None and now >= deadline:
-            _fail(fut, DeadlineExceededError("the deadline passed before the request was queued"))
+            fail(fut, DeadlineExceededError("the deadline passed before the request was queued"))
             return fut
         with self._cond:
             if self._queued_pairs + work.n > s.queue_pairs:
@@ -348,7 +222,7 @@ class ScoringCore:
             self.metrics.queue_depth.labels("requests").set(len(self._queue))
             self.metrics.queue_depth.labels("pairs").set(self._queued_pairs)
 
-    def _take(self) -> list[_Work] | None:
+    def _take(self) -> list[Work] | None:
         with self._cond:
             while not self._queue:
                 if self._stopping.is_set():
@@ -375,19 +249,19 @@ class ScoringCore:
             except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the worker
                 log.exception("scoring batch failed")
                 for w in batch:
-                    _fail(w.future, BackendError(f"the model failed on this batch: {exc}"))
+                    fail(w.future, BackendError(f"the model failed on this batch: {exc}"))
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _abandon(self, w: _Work, exc: BaseException) -> None:
+    def _abandon(self, w: Work, exc: BaseException) -> None:
         w.alive = False
         if self.metrics and w.remaining:
             self.metrics.pairs.labels("abandoned").inc(w.remaining)
-        _fail(w.future, exc)
+        fail(w.future, exc)
 
-    def _check_alive(self, works: list[_Work]) -> None:
+    def _check_alive(self, works: list[Work]) -> None:
         now = time.monotonic()
         for w in works:
             if not w.alive or w.remaining == 0:
@@ -400,7 +274,7 @@ class ScoringCore:
                 self._abandon(w, DeadlineExceededError(
                     f"deadline passed after {w.n - w.remaining} of {w.n} documents were scored"))
 
-    def _encode(self, backend: Backend, works: list[_Work]):
+    def _encode(self, backend: Backend, works: list[Work]):
         queries: list[str] = []
         docs: list[str] = []
         left: list[bool] = []
@@ -410,7 +284,7 @@ class ScoringCore:
             left += [w.truncate_left] * w.n
         return backend.encode(queries, docs, left if any(left) else None)
 
-    def _process(self, batch: list[_Work]) -> None:
+    def _process(self, batch: list[Work]) -> None:
         s, m = self.settings, self.metrics
         for w in batch:
             w.remaining = w.n
@@ -418,10 +292,7 @@ class ScoringCore:
         live = [w for w in batch if w.alive]
         if not live:
             return
-        with self._swap_lock:
-            backend = self._backend
-            self._in_use = backend
-        try:
+        with self.models.use() as backend:
             if backend is None:  # cannot happen once a model was loaded; keep the contract anyway
                 for w in live:
                     self._abandon(w, NoModelError("no cross-encoder is loaded"))
@@ -459,7 +330,7 @@ class ScoringCore:
                 w.tokenize_s = tok_s
                 w.inference_started = t1
                 start += w.n
-            order = np.argsort(-lengths, kind="stable")
+            order = length_order(lengths)
             pos, total = 0, len(order)
             while pos < total:
                 self._check_alive(live)
@@ -471,7 +342,7 @@ class ScoringCore:
                         pos += 1
                         continue
                     w_ = max(width, int(lengths[i]))
-                    if idx and (len(idx) + 1 > sub_batch_pairs(w_, s)
+                    if idx and (len(idx) + 1 > sub_batch_pairs(w_, s.sub_batch, s.sub_batch_tokens)
                                 or w_ * (len(idx) + 1) > s.max_batch_tokens):
                         break
                     idx.append(i)
@@ -491,14 +362,8 @@ class ScoringCore:
                         touched.append(w)
                 for w in touched:
                     self._complete(w, backend.version)
-        finally:
-            with self._swap_lock:
-                self._in_use = None
-                stale = backend is not None and backend is not self._backend
-            if stale:
-                backend.close()
 
-    def _complete(self, w: _Work, version: str) -> None:
+    def _complete(self, w: Work, version: str) -> None:
         now = time.monotonic()
         if not np.all(np.isfinite(w.logits)):
             self._abandon(w, BackendError("the model returned non-finite scores"))

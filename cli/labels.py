@@ -1,14 +1,6 @@
-"""Subcommands of the labeling job, registered into `fashion-rerank` by `add_parser(sub)`:
-
-    judge-server                  the reference judge (rubric, not an LLM), OpenAI-compatible
-    label (alias grade)           sample logged queries, build candidate pools, grade the missing pairs
-    judgments stats | export      grade distribution per judge and split; export (SRW import format, JSONL)
-    train                         fine-tune a candidate on the train split, evaluate it, write it to the registry
-    evaluate                      nDCG@10 / MRR@10 / Recall@10 / Judged@10 for kNN, serving and given models
-    refresh                       sample -> grade -> train -> evaluate -> promote (exit codes: see labeling.refresh)
-    rollback                      restore the previously promoted model version
-
-Settings come from FR_LABEL_* / OPENAI_* (labeling.settings); flags override them for one run.
+"""`fashion-rerank labels grade | stats | export`, `model train | evaluate | promote | rollback` and `refresh`:
+the labeling job (`labeling`). Settings come from FR_LABEL_* / OPENAI_* (`fashion_rerank.settings`);
+flags override them for one run.
 """
 
 from __future__ import annotations
@@ -20,7 +12,7 @@ from pathlib import Path
 
 
 def _settings(args: argparse.Namespace):
-    from labeling.settings import LabelSettings
+    from fashion_rerank.settings import LabelSettings
 
     over = {}
     for flag, field in (("judgments", "judgments_path"), ("judge_model", "judge_model"), ("base_url", "base_url"),
@@ -34,7 +26,7 @@ def _settings(args: argparse.Namespace):
 
 
 def _registry(args: argparse.Namespace):
-    from reranker.registry import ModelRegistry
+    from fashion_rerank.registry import ModelRegistry
 
     return ModelRegistry(getattr(args, "registry", None), getattr(args, "model_name", None))
 
@@ -192,63 +184,31 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return rep.exit_code
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register the labeling subcommands (skipping any name another package already registered)."""
-    from labeling import judge_server, promote
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """`fashion-rerank model rollback`: 0 when a previous version was restored, 1 when there is none."""
+    from fashion_rerank.registry import ModelRegistry, RegistryError
 
-    def add(name: str, **kw) -> argparse.ArgumentParser | None:
-        if name in sub.choices:
-            return None
-        return sub.add_parser(name, **kw)
+    reg = ModelRegistry(args.registry, args.model_name)
+    before = reg.current()
+    try:
+        restored = reg.rollback()
+    except RegistryError as exc:
+        print(f"error: {exc}")
+        return 1
+    print(f"{reg.name}: rolled back from {before} to {restored}; a running sidecar picks it up at its next registry poll")
+    return 0
 
-    if "judge-server" not in sub.choices:
-        judge_server.add_parser(sub)
 
-    p = add("label", aliases=[] if "grade" in sub.choices else ["grade"],
-            help="sample logged queries, build candidate pools and grade them with the judge (resumable)")
-    if p:
-        _common(p, judge=True)
-        p.set_defaults(func=cmd_label)
+def cmd_promote(args: argparse.Namespace) -> int:
+    """`fashion-rerank model promote VERSION`: point `current` at VERSION; 0 done, 1 unknown version."""
+    from fashion_rerank.registry import ModelRegistry, RegistryError
 
-    p = add("judgments", help="inspect or export the judgments store")
-    if p:
-        jsub = p.add_subparsers(dest="action", required=True)
-        st = jsub.add_parser("stats", help="grade distribution per judge and split")
-        _common(st)
-        st.add_argument("--json", action="store_true")
-        st.set_defaults(func=cmd_stats)
-        ex = jsub.add_parser("export", help="export judgments (srw: Search Relevance Workbench IMPORT_JUDGMENT body)")
-        _common(ex)
-        ex.add_argument("--format", choices=["srw", "jsonl"], default="srw")
-        ex.add_argument("--out", default=None, help="file to write (default stdout)")
-        ex.add_argument("--name", default=None, help="judgment list name (srw)")
-        ex.add_argument("--split", choices=["train", "dev", "test"], default=None)
-        ex.add_argument("--judge-model", default=None)
-        ex.set_defaults(func=cmd_export)
-
-    p = add("train", help="fine-tune a cross-encoder candidate on the train split and write it to the registry")
-    if p:
-        _common(p, registry=True)
-        _train_flags(p)
-        p.set_defaults(func=cmd_train)
-
-    p = add("evaluate", help="nDCG@10, MRR@10, Recall@10, Judged@10 on held-out queries")
-    if p:
-        _common(p, registry=True)
-        p.add_argument("--model", action="append", help="registry version or model folder (repeatable)")
-        p.add_argument("--split", choices=["dev", "test"], default="test")
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=cmd_evaluate)
-
-    p = add("refresh", help="sample -> grade -> train -> evaluate -> promote; exit 0 promoted, 1 error, 3 kept, 4 budget")
-    if p:
-        _common(p, judge=True, registry=True)
-        _train_flags(p)
-        p.add_argument("--reports-dir", type=Path, default=None)
-        p.set_defaults(func=cmd_refresh)
-
-    p = add("rollback", help="restore the previously promoted cross-encoder version")
-    if p:
-        p.add_argument("--registry", type=Path, default=None)
-        p.add_argument("--model-name", default=None)
-        p.set_defaults(func=promote.cmd_rollback)
+    reg = ModelRegistry(args.registry, args.model_name)
+    before = reg.current()
+    try:
+        reg.promote(args.version, reason=args.reason or "promoted by hand (fashion-rerank model promote)")
+    except (RegistryError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{reg.name}: current is now {args.version} (was {before}); a running sidecar picks it up at its next registry poll")
+    return 0

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fashion_rerank.product import text_hash
 from fashion_rerank.settings import ModelSettings, cache_root, resolve_model_path
-from indexer.product import text_hash
 
 
 class BiEncoder:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup opensearch opensearch-stop test test-fast demo proto bench clean
+.PHONY: setup opensearch opensearch-stop test test-fast lint demo proto bench clean
 
 # Idempotent: a second run only re-installs when pyproject.toml or constraints.txt changed.
 setup: $(VENV)/.installed
@@ -22,12 +22,20 @@ opensearch: setup
 opensearch-stop: setup
 	$(BIN)/fashion-rerank opensearch stop
 
-# The test suite starts the OpenSearch node itself when none is running (and stops it afterwards).
-test: setup
+# The whole suite: fast unit tests (fake backend, no OpenSearch) and integration tests (real OpenSearch,
+# real models); it starts the OpenSearch node itself when none is running (and stops it afterwards).
+test: setup lint
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
+# Unit tests only: no OpenSearch, no trained model, about a minute.
 test-fast: setup
-	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+# ruff (lint + format check) and the import-linter layer contracts.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 demo: setup
 	$(BIN)/fashion-rerank demo $(DEMO_ARGS)

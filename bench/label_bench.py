@@ -48,11 +48,15 @@ def main() -> int:
 
     products = list(read_myntra(limit=args.pairs).products)
     queries = ["navy tee for men", "black heels for women", "running shoes men", "red kurta women", "blue jeans"]
-    pairs = [PairRequest(queries[i % len(queries)], p.id, rerank_text(p), text_hash(rerank_text(p)))
-             for i, p in enumerate(products)]
+    pairs = [
+        PairRequest(queries[i % len(queries)], p.id, rerank_text(p), text_hash(rerank_text(p))) for i, p in enumerate(products)
+    ]
     port = free_port()
-    judge = subprocess.Popen([sys.executable, "-m", "cli.main", "judge-server", "--port", str(port)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    judge = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "judge-server", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):
@@ -64,8 +68,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             s = LabelSettings(base_url=url + "/v1", api_key="bench", judgments_path=Path(tmp) / "j.jsonl")
             summary = grade_pairs(pairs, s, JudgmentStore(s.judgments_path))
-        print(f"grading: {summary.written} pairs, {summary.pairs_per_s:.1f} pairs/s with concurrency {s.concurrency} "
-              f"(judge in its own process; {summary.calls} calls, {summary.reused} reused identical texts)")
+        print(
+            f"grading: {summary.written} pairs, {summary.pairs_per_s:.1f} pairs/s with concurrency {s.concurrency} "
+            f"(judge in its own process; {summary.calls} calls, {summary.reused} reused identical texts)"
+        )
     finally:
         judge.terminate()
         judge.wait(10)
@@ -74,12 +80,16 @@ def main() -> int:
         from labeling.train import train_cross_encoder
 
         texts = [rerank_text(p) for p in products]
-        tp = [TrainPair(queries[i % len(queries)], t, grade(queries[i % len(queries)], t)[0])
-              for i, t in enumerate(texts[: args.train_pairs])]
+        tp = [
+            TrainPair(queries[i % len(queries)], t, grade(queries[i % len(queries)], t)[0])
+            for i, t in enumerate(texts[: args.train_pairs])
+        ]
         with tempfile.TemporaryDirectory() as tmp:
             st = train_cross_encoder(tp, tmp, LabelSettings(epochs=1, train_threads=args.threads), progress=False)
-        print(f"training: {st.pairs} pairs x 1 epoch in {st.seconds:.1f} s on {st.threads} threads = "
-              f"{st.pairs_per_s:.1f} pairs/s, {st.seconds_per_1k_pairs_epoch:.1f} s per 1,000 pairs per epoch")
+        print(
+            f"training: {st.pairs} pairs x 1 epoch in {st.seconds:.1f} s on {st.threads} threads = "
+            f"{st.pairs_per_s:.1f} pairs/s, {st.seconds_per_1k_pairs_epoch:.1f} s per 1,000 pairs per epoch"
+        )
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machines inflate both figures)")
     return 0
 

@@ -40,9 +40,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 QUERIES = [
-    "black leather ankle boots women", "red midi dress", "men blue denim jeans", "white sneakers for men",
-    "women gold watch", "navy blue formal shirt men", "pink handbag", "kids yellow t-shirt",
-    "grey track pants men", "silver earrings women",
+    "black leather ankle boots women",
+    "red midi dress",
+    "men blue denim jeans",
+    "white sneakers for men",
+    "women gold watch",
+    "navy blue formal shirt men",
+    "pink handbag",
+    "kids yellow t-shirt",
+    "grey track pants men",
+    "silver earrings women",
 ]
 
 
@@ -102,13 +109,21 @@ def free_port() -> int:
 
 def start_server(reg, threads: int) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
-    env = dict(os.environ, FR_SERVE_GRPC_PORT=str(port), FR_SERVE_METRICS_PORT="-1", FR_SERVE_HTTP_PORT="0",
-               FR_SERVE_THREADS=str(threads), FR_SERVE_QUERYLOG_PATH="", FR_SERVE_QUERYLOG_INDEX="",
-               FR_SERVE_REGISTRY_POLL_S="0.2", FR_MODEL_REGISTRY_DIR=str(reg.root), FR_MODEL_NAME=reg.name)
+    env = dict(
+        os.environ,
+        FR_SERVE_GRPC_PORT=str(port),
+        FR_SERVE_METRICS_PORT="-1",
+        FR_SERVE_HTTP_PORT="0",
+        FR_SERVE_THREADS=str(threads),
+        FR_SERVE_QUERYLOG_PATH="",
+        FR_SERVE_QUERYLOG_INDEX="",
+        FR_SERVE_REGISTRY_POLL_S="0.2",
+        FR_MODEL_REGISTRY_DIR=str(reg.root),
+        FR_MODEL_NAME=reg.name,
+    )
     log = Path(tempfile.mkstemp(prefix="rerank-bench-server-", suffix=".log")[1])
     fh = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, stdout=fh,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT)
     return proc, f"127.0.0.1:{port}", log
 
 
@@ -135,8 +150,14 @@ def summary(name: str, ms: list[float], pairs: int) -> dict:
     ms_sorted = sorted(ms)
     p50 = statistics.median(ms_sorted)
     p95 = ms_sorted[min(len(ms_sorted) - 1, int(round(0.95 * (len(ms_sorted) - 1))))]
-    return {"name": name, "p50_ms": p50, "p95_ms": p95, "mean_ms": statistics.fmean(ms),
-            "pairs_per_s": pairs / (statistics.fmean(ms) / 1e3), "n": len(ms)}
+    return {
+        "name": name,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "mean_ms": statistics.fmean(ms),
+        "pairs_per_s": pairs / (statistics.fmean(ms) / 1e3),
+        "n": len(ms),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,15 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     version = reg.current()
     folder = reg.path(version)
     requests = build_requests(args.candidates)
-    print(f"model {folder} ({version}); {len(requests)} queries x {args.candidates} candidates; "
-          f"torch threads {threads}; CPUs {cpu_quota()}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"model {folder} ({version}); {len(requests)} queries x {args.candidates} candidates; "
+        f"torch threads {threads}; CPUs {cpu_quota()}; load average {os.getloadavg()[0]:.1f}"
+    )
 
     proc, target, log = start_server(reg, threads)
     try:
         ce = CrossEncoder(str(folder))
         backend = load_backend("torch", folder, version=version, threads=threads)
-        core = ScoringCore(ServeSettings(threads=threads, max_documents=max(1000, args.candidates),
-                                         queue_pairs=max(4000, args.candidates)), reg)
+        core = ScoringCore(
+            ServeSettings(threads=threads, max_documents=max(1000, args.candidates), queue_pairs=max(4000, args.candidates)), reg
+        )
         core.start()
         wait_serving(target, proc, log)
         server = psutil.Process(proc.pid)
@@ -190,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         grpc_scores = np.zeros(len(d0), np.float32)
         for r in g.results:
             grpc_scores[r.index] = r.score
-        print(f"max |score difference| vs CrossEncoder.predict: core {np.abs(core_scores - ref).max():.2e}, "
-              f"gRPC {np.abs(grpc_scores - ref).max():.2e}")
+        print(
+            f"max |score difference| vs CrossEncoder.predict: core {np.abs(core_scores - ref).max():.2e}, "
+            f"gRPC {np.abs(grpc_scores - ref).max():.2e}"
+        )
 
         paths = {
             "CrossEncoder.predict(batch_size=32)": lambda q, d: ce.predict([(q, t) for t in d], batch_size=32),
@@ -201,12 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[float]] = {k: [] for k in [*paths, "gRPC sidecar (Rerank RPC)"]}
         server_ms: list[float] = []  # the sidecar core's own total time for each timed RPC
         with RerankerClient(target, timeout=600) as client:
+
             def rpc(q, d):
                 resp = client.rerank(q, d)
                 server_ms.append(resp.timings.total_ms)
 
             paths["gRPC sidecar (Rerank RPC)"] = rpc
-            for name, fn in paths.items():  # warm-up: every query once on every path
+            for _name, fn in paths.items():  # warm-up: every query once on every path
                 for q, d in requests[: max(args.warmup, 1)]:
                     fn(q, d)
             server_ms.clear()
@@ -268,23 +295,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['name']:<38} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['pairs_per_s']:8.0f} {r['p50_ms'] / ref_p50:14.2f}")
     core_p50, grpc_p50 = rows[2]["p50_ms"], rows[3]["p50_ms"]
     per_call = sorted(g - c for g, c in zip(times["gRPC sidecar (Rerank RPC)"], server_ms))
-    overhead = {"per_call_p50_ms": statistics.median(per_call),
-                "per_call_p95_ms": per_call[min(len(per_call) - 1, int(round(0.95 * (len(per_call) - 1))))],
-                "p50_difference_ms": grpc_p50 - core_p50}
-    print(f"\ngRPC overhead over the bare core call (client latency minus the server core's own total time, "
-          f"per call): p50 {overhead['per_call_p50_ms']:.1f} ms, p95 {overhead['per_call_p95_ms']:.1f} ms  [target <= 5 ms]"
-          f"\n  (difference of the p50s above, which also carries load drift between blocks: "
-          f"{overhead['p50_difference_ms']:.1f} ms)")
+    overhead = {
+        "per_call_p50_ms": statistics.median(per_call),
+        "per_call_p95_ms": per_call[min(len(per_call) - 1, int(round(0.95 * (len(per_call) - 1))))],
+        "p50_difference_ms": grpc_p50 - core_p50,
+    }
+    print(
+        f"\ngRPC overhead over the bare core call (client latency minus the server core's own total time, "
+        f"per call): p50 {overhead['per_call_p50_ms']:.1f} ms, p95 {overhead['per_call_p95_ms']:.1f} ms  [target <= 5 ms]"
+        f"\n  (difference of the p50s above, which also carries load drift between blocks: "
+        f"{overhead['p50_difference_ms']:.1f} ms)"
+    )
     print(f"sidecar RSS, one model loaded (plus the bi-encoder for Search): {rss_one / 2**20:.0f} MiB  [target <= 1536 MiB]")
-    print(f"sidecar peak RSS during a hot swap under traffic: {peak / 2**20:.0f} MiB = {peak / rss_one:.2f}x "
-          f"(swap took {swap_s:.1f} s; RSS after: {rss_after / 2**20:.0f} MiB)  [target <= 2x]")
+    print(
+        f"sidecar peak RSS during a hot swap under traffic: {peak / 2**20:.0f} MiB = {peak / rss_one:.2f}x "
+        f"(swap took {swap_s:.1f} s; RSS after: {rss_after / 2**20:.0f} MiB)  [target <= 2x]"
+    )
     print(f"ratio sidecar/predict at p50: core {core_p50 / ref_p50:.2f}, gRPC {grpc_p50 / ref_p50:.2f}  [target <= 1.0]")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (a shared machine inflates and spreads every figure)")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "rows": rows, "grpc_overhead_ms": overhead, "rss_one_model_bytes": rss_one, "rss_swap_peak_bytes": peak,
-            "rss_after_swap_bytes": rss_after, "swap_s": swap_s, "threads": threads, "candidates": args.candidates,
-            "mean_tokens_per_pair": float(lengths.mean()), "loadavg": os.getloadavg()[0]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "grpc_overhead_ms": overhead,
+                    "rss_one_model_bytes": rss_one,
+                    "rss_swap_peak_bytes": peak,
+                    "rss_after_swap_bytes": rss_after,
+                    "swap_s": swap_s,
+                    "threads": threads,
+                    "candidates": args.candidates,
+                    "mean_tokens_per_pair": float(lengths.mean()),
+                    "loadavg": os.getloadavg()[0],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -6,6 +6,11 @@ import argparse
 import json
 import sys
 
+from opensearchpy.exceptions import ConnectionError as OSConnectionError
+from opensearchpy.exceptions import TransportError
+
+from fashion_rerank.opensearch import make_client
+from fashion_rerank.settings import ModelSettings, OpenSearchSettings, cpu_quota
 from indexer.index import AliasConflictError, IndexLifecycleError, rollback_alias
 from indexer.run import run_index
 
@@ -19,11 +24,6 @@ def positive_int(text: str) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """`fashion-rerank index build` (and `index rollback`): exit 0 indexed, 1 nothing indexed, 2 error."""
-    from opensearchpy.exceptions import ConnectionError as OSConnectionError
-    from opensearchpy.exceptions import TransportError
-
-    from fashion_rerank.opensearch import make_client
-    from fashion_rerank.settings import ModelSettings, OpenSearchSettings, cpu_quota
 
     os_settings = OpenSearchSettings()
     alias = args.alias or os_settings.index_alias
@@ -38,8 +38,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(ModelSettings().threads or cpu_quota())
-        summary = run_index(args.catalog, limit=args.limit, incremental=args.incremental, alias=alias,
-                            mapping=args.mapping, hm_path=args.hm_path, progress=not args.json)
+        summary = run_index(
+            args.catalog,
+            limit=args.limit,
+            incremental=args.incremental,
+            alias=alias,
+            mapping=args.mapping,
+            hm_path=args.hm_path,
+            progress=not args.json,
+        )
     except (FileNotFoundError, ValueError, IndexLifecycleError, AliasConflictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,5 +61,3 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         print(summary.format())
     return 0 if summary.indexed + summary.unchanged > 0 else 1
-
-

@@ -10,15 +10,35 @@ import json
 import sys
 from pathlib import Path
 
+from fashion_rerank.registry import ModelRegistry, RegistryError
+from fashion_rerank.settings import LabelSettings
+from labeling import prompts
+from labeling.dataset import eval_queries
+from labeling.evaluate import cross_encoder_scorer, evaluate_queries
+from labeling.grading import JudgeConfigError
+from labeling.label import run_labeling
+from labeling.refresh import refresh
+from labeling.store import JudgmentStore, to_srw
+from labeling.train import train_candidate
+
 
 def _settings(args: argparse.Namespace):
-    from fashion_rerank.settings import LabelSettings
 
     over = {}
-    for flag, field in (("judgments", "judgments_path"), ("judge_model", "judge_model"), ("base_url", "base_url"),
-                        ("budget_usd", "budget_usd"), ("concurrency", "concurrency"), ("query_log", "query_log"),
-                        ("epochs", "epochs"), ("learning_rate", "learning_rate"), ("loss", "loss"),
-                        ("base_model", "base_model"), ("reports_dir", "reports_dir"), ("top_k", "top_k")):
+    for flag, field in (
+        ("judgments", "judgments_path"),
+        ("judge_model", "judge_model"),
+        ("base_url", "base_url"),
+        ("budget_usd", "budget_usd"),
+        ("concurrency", "concurrency"),
+        ("query_log", "query_log"),
+        ("epochs", "epochs"),
+        ("learning_rate", "learning_rate"),
+        ("loss", "loss"),
+        ("base_model", "base_model"),
+        ("reports_dir", "reports_dir"),
+        ("top_k", "top_k"),
+    ):
         v = getattr(args, flag, None)
         if v is not None:
             over[field] = v
@@ -26,7 +46,6 @@ def _settings(args: argparse.Namespace):
 
 
 def _registry(args: argparse.Namespace):
-    from fashion_rerank.registry import ModelRegistry
 
     return ModelRegistry(getattr(args, "registry", None), getattr(args, "model_name", None))
 
@@ -56,10 +75,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------------------- commands
 
+
 def cmd_label(args: argparse.Namespace) -> int:
     """`fashion-rerank label`: resume unfinished pools or sample and grade new ones; 4 when the budget stopped it."""
-    from labeling.grading import JudgeConfigError
-    from labeling.label import run_labeling
 
     s = _settings(args)
     try:
@@ -73,7 +91,6 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """`fashion-rerank judgments stats`: grade distribution per judge and split."""
-    from labeling.store import JudgmentStore
 
     s = _settings(args)
     store = JudgmentStore(s.judgments_path)
@@ -82,34 +99,41 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
         return 0
     rep = store.load_report
-    print(f"{s.judgments_path}: {len(store)} judgments, {len(store.pools())} pools"
-          + (f"; skipped {rep.invalid_lines} invalid line(s)" if rep.invalid_lines else "")
-          + (" (last line truncated)" if rep.truncated_last_line else ""))
+    print(
+        f"{s.judgments_path}: {len(store)} judgments, {len(store.pools())} pools"
+        + (f"; skipped {rep.invalid_lines} invalid line(s)" if rep.invalid_lines else "")
+        + (" (last line truncated)" if rep.truncated_last_line else "")
+    )
     for judge, splits in st.items():
         ref = " — reference rubric judge, not an LLM" if judge.startswith("reference-rubric") else ""
         print(f"\njudge {judge}{ref}")
-        print(f"  {'split':6} {'queries':>7} {'pairs':>7} {'grade0':>7} {'grade1':>7} {'grade2':>7} {'grade3':>7}  unlabeled  cost")
+        print(
+            f"  {'split':6} {'queries':>7} {'pairs':>7} {'grade0':>7} {'grade1':>7} {'grade2':>7} {'grade3':>7}  unlabeled  cost"
+        )
         for split in sorted(splits):
             d = splits[split]
             g = d["grades"]
-            print(f"  {split:6} {d['queries']:7d} {d['pairs']:7d} {g['0']:7d} {g['1']:7d} {g['2']:7d} {g['3']:7d}  "
-                  f"{d['unlabeled'] or '-'}  ${d['cost_usd']:.4f}")
+            print(
+                f"  {split:6} {d['queries']:7d} {d['pairs']:7d} {g['0']:7d} {g['1']:7d} {g['2']:7d} {g['3']:7d}  "
+                f"{d['unlabeled'] or '-'}  ${d['cost_usd']:.4f}"
+            )
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`fashion-rerank judgments export`: SRW IMPORT_JUDGMENT body or JSONL."""
-    from labeling import prompts
-    from labeling.store import JudgmentStore, to_srw
 
     s = _settings(args)
     store = JudgmentStore(s.judgments_path)
     js = store.judgments(args.judge_model or s.judge_model, prompts.PROMPT_VERSION, split=args.split)
     if args.format == "srw":
-        body = to_srw(js, args.name or f"fashion-rerank {s.judge_model} {prompts.PROMPT_VERSION}",
-                      description=f"0-3 grades by {s.judge_model}"
-                      + (" (reference rubric, not an LLM)" if s.is_reference_judge() else "")
-                      + f", prompt {prompts.PROMPT_VERSION}; import with PUT _plugins/_search_relevance/judgments")
+        body = to_srw(
+            js,
+            args.name or f"fashion-rerank {s.judge_model} {prompts.PROMPT_VERSION}",
+            description=f"0-3 grades by {s.judge_model}"
+            + (" (reference rubric, not an LLM)" if s.is_reference_judge() else "")
+            + f", prompt {prompts.PROMPT_VERSION}; import with PUT _plugins/_search_relevance/judgments",
+        )
         text = json.dumps(body, indent=2, ensure_ascii=False)
     else:
         from dataclasses import asdict
@@ -126,8 +150,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`fashion-rerank train`: a new evaluated registry version (not promoted)."""
-    from labeling.store import JudgmentStore
-    from labeling.train import train_candidate
 
     s = _settings(args)
     store = JudgmentStore(s.judgments_path)
@@ -137,8 +159,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     st = res.stats
-    print(f"trained {res.version} in {res.path}: {st.pairs} pairs x {st.epochs} epochs in {st.seconds} s = "
-          f"{st.pairs_per_s} pairs/s, {st.seconds_per_1k_pairs_epoch} s per 1,000 pairs per epoch")
+    print(
+        f"trained {res.version} in {res.path}: {st.pairs} pairs x {st.epochs} epochs in {st.seconds} s = "
+        f"{st.pairs_per_s} pairs/s, {st.seconds_per_1k_pairs_epoch} s per 1,000 pairs per epoch"
+    )
     print(res.dev.table())
     print(res.test.table())
     print(res.decision.summary())
@@ -148,10 +172,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`fashion-rerank evaluate`: metrics of kNN order, the serving model and `--model` versions/folders."""
-    from labeling import prompts
-    from labeling.dataset import eval_queries
-    from labeling.evaluate import cross_encoder_scorer, evaluate_queries
-    from labeling.store import JudgmentStore
 
     s = _settings(args)
     store = JudgmentStore(s.judgments_path)
@@ -175,7 +195,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     """`fashion-rerank refresh`: the whole job; returns its exit code (labeling.refresh)."""
-    from labeling.refresh import refresh
 
     s = _settings(args)
     rep = refresh(s, alias=args.alias, n_queries=args.queries, registry=_registry(args), progress=True)
@@ -186,7 +205,6 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     """`fashion-rerank model rollback`: 0 when a previous version was restored, 1 when there is none."""
-    from fashion_rerank.registry import ModelRegistry, RegistryError
 
     reg = ModelRegistry(args.registry, args.model_name)
     before = reg.current()
@@ -201,7 +219,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """`fashion-rerank model promote VERSION`: point `current` at VERSION; 0 done, 1 unknown version."""
-    from fashion_rerank.registry import ModelRegistry, RegistryError
 
     reg = ModelRegistry(args.registry, args.model_name)
     before = reg.current()

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from reranker.pipeline.options import DEFAULT_PIPELINE
+
 #: Old spelling (first word) -> the words that replace it; removed in release 0.3.
 DEPRECATED: dict[str, list[str]] = {
     "label": ["labels", "grade"],
@@ -66,18 +68,27 @@ def _group(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse._
 
 # ---------------------------------------------------------------------------------------------- index
 
+
 def _index(sub: argparse._SubParsersAction) -> None:
     g = _group(sub, "index", "build the products k-NN index behind an alias, or roll the alias back")
-    b = g.add_parser("build", help="index a fashion catalog into a new versioned k-NN index and move the alias",
-                     description="Read a catalog, embed rerank_text with the bi-encoder (cached), bulk-index into a new "
-                     "versioned index and move the alias atomically; or update the live index in place with "
-                     "--incremental. Exit codes: 0 indexed, 1 nothing indexed, 2 error.")
+    b = g.add_parser(
+        "build",
+        help="index a fashion catalog into a new versioned k-NN index and move the alias",
+        description="Read a catalog, embed rerank_text with the bi-encoder (cached), bulk-index into a new "
+        "versioned index and move the alias atomically; or update the live index in place with "
+        "--incremental. Exit codes: 0 indexed, 1 nothing indexed, 2 error.",
+    )
     b.add_argument("--catalog", help="myntra (bundled), hm (H&M articles, see --hm-path) or a CSV/TSV/JSONL/Parquet path")
     b.add_argument("--limit", type=_positive_int, help="index only the first N valid products")
-    b.add_argument("--incremental", action="store_true",
-                   help="update changed products and delete removed ones in the index behind the alias")
-    b.add_argument("--map", dest="mapping", metavar="FIELD=COL,...",
-                   help="column mapping for a generic file, e.g. id=ProductID,title=ProductName,colour=PrimaryColor")
+    b.add_argument(
+        "--incremental", action="store_true", help="update changed products and delete removed ones in the index behind the alias"
+    )
+    b.add_argument(
+        "--map",
+        dest="mapping",
+        metavar="FIELD=COL,...",
+        help="column mapping for a generic file, e.g. id=ProductID,title=ProductName,colour=PrimaryColor",
+    )
     b.add_argument("--hm-path", help="path of the H&M articles file (or set FR_HM_ARTICLES)")
     b.add_argument("--alias", help="alias to write behind (default OPENSEARCH_INDEX_ALIAS, 'products')")
     b.add_argument("--json", action="store_true", help="print the summary as JSON (all skipped rows included)")
@@ -88,6 +99,7 @@ def _index(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------------------- serve, search
+
 
 def _serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the reranking sidecar (gRPC + metrics + HTTP; settings from FR_SERVE_*)")
@@ -104,8 +116,12 @@ def _serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("query")
     s.add_argument("--top-n", type=int, default=10, help="hits to show (default 10)")
     s.add_argument("--top-k", type=int, default=100, help="kNN candidates to rerank (default 100)")
-    s.add_argument("--filter", action="append", metavar="ATTR=VALUE[,VALUE]",
-                   help="attribute filter, repeatable (e.g. --filter gender=Women --filter colour=Red,Maroon)")
+    s.add_argument(
+        "--filter",
+        action="append",
+        metavar="ATTR=VALUE[,VALUE]",
+        help="attribute filter, repeatable (e.g. --filter gender=Women --filter colour=Red,Maroon)",
+    )
     s.add_argument("--index", default=None, help="index or alias (default: the server's)")
     s.add_argument("--target", default=None, help="host:port of the sidecar (default from FR_SERVE_GRPC_HOST/PORT)")
     s.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds (default 10)")
@@ -114,6 +130,7 @@ def _serve(sub: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------ labels, model, refresh
+
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judgments", type=Path, default=None, help="judgments JSONL (FR_LABEL_JUDGMENTS_PATH)")
@@ -187,8 +204,10 @@ def _model(sub: argparse._SubParsersAction) -> None:
 
 
 def _refresh(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("refresh", help="the labeling job: sample -> grade -> train -> evaluate -> promote; "
-                       "exit 0 promoted, 1 error, 3 kept, 4 budget")
+    p = sub.add_parser(
+        "refresh",
+        help="the labeling job: sample -> grade -> train -> evaluate -> promote; exit 0 promoted, 1 error, 3 kept, 4 budget",
+    )
     _store_flags(p)
     _judge_flags(p)
     _registry_flags(p)
@@ -210,15 +229,18 @@ def _judge(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------ opensearch
 
+
 def _opensearch(sub: argparse._SubParsersAction) -> None:
     g = _group(sub, "opensearch", "the local development OpenSearch node, and the search pipeline that calls the sidecar")
-    for action, help_ in (("start", "fetch, install and start the node on 127.0.0.1"), ("stop", "stop the node we started"),
-                          ("status", "show node status (exit 3 when not running)")):
+    for action, help_ in (
+        ("start", "fetch, install and start the node on 127.0.0.1"),
+        ("stop", "stop the node we started"),
+        ("status", "show node status (exit 3 when not running)"),
+    ):
         a = g.add_parser(action, help=help_)
         a.set_defaults(func=_handler("cli.opensearch:cmd_node"))
         if action == "start":
             a.add_argument("--plugins", default=None, help="plugin sets: knn (default) or knn,ml (ml-commons, neural-search)")
-    from reranker.pipeline.options import DEFAULT_PIPELINE  # a constant module: no heavy imports
 
     p = g.add_parser(
         "install-pipeline",
@@ -232,9 +254,11 @@ def _opensearch(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="search pipeline name (default %(default)s)")
-    p.add_argument("--reranker-url", default=None,
-                   help="base URL of the sidecar's HTTP front as OpenSearch reaches it "
-                        "(default http://127.0.0.1:$FR_SERVE_HTTP_PORT)")
+    p.add_argument(
+        "--reranker-url",
+        default=None,
+        help="base URL of the sidecar's HTTP front as OpenSearch reaches it (default http://127.0.0.1:$FR_SERVE_HTTP_PORT)",
+    )
     p.add_argument("--index", default=None, help="index or alias for --set-default (e.g. products)")
     p.add_argument("--set-default", action="store_true", help="make it the index's default search pipeline")
     p.add_argument("--api-key", default=None, help="bearer token of the HTTP front (default $FR_SERVE_HTTP_API_KEY)")
@@ -248,10 +272,14 @@ def _opensearch(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------------ demo
 
+
 def _demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the whole system end to end on the bundled catalog (what `make demo` runs)",
-                       description="Index the bundled catalog, serve, replay shopper searches, run the labeling job "
-                       "and measure held-out queries before and after reranking; writes reports/demo/.")
+    p = sub.add_parser(
+        "demo",
+        help="the whole system end to end on the bundled catalog (what `make demo` runs)",
+        description="Index the bundled catalog, serve, replay shopper searches, run the labeling job "
+        "and measure held-out queries before and after reranking; writes reports/demo/.",
+    )
     p.add_argument("--limit", type=int, default=None, help="index only the first N catalog products (default: all)")
     p.add_argument("--queries", type=int, default=600, help="distinct generated shopper queries (1/3 held out; default 600)")
     p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
@@ -262,8 +290,11 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grpc-port", type=int, default=50051, help="sidecar gRPC port (0 = any free port)")
     p.add_argument("--metrics-port", type=int, default=9464, help="sidecar Prometheus port (0 = any free port)")
     p.add_argument("--judge-port", type=int, default=8088, help="reference judge port (0 = any free port)")
-    p.add_argument("--keep-running", action="store_true",
-                   help="leave the sidecar, judge and OpenSearch running at the end (also KEEP_RUNNING=1)")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the sidecar, judge and OpenSearch running at the end (also KEEP_RUNNING=1)",
+    )
     p.set_defaults(func=_handler("cli.demo:cmd_demo"))
 
 
@@ -290,13 +321,15 @@ def modernize(argv: list[str], warn: Callable[[str], None] | None = None) -> lis
     head, rest = argv[0], list(argv[1:])
     new: list[str] | None = None
     if head == "index" and (not rest or rest[0] not in ("build", "rollback", "-h", "--help")):
-        new = ["index", "rollback", *[a for a in rest if a != "--rollback"]] if "--rollback" in rest else ["index", "build", *rest]
+        new = (
+            ["index", "rollback", *[a for a in rest if a != "--rollback"]] if "--rollback" in rest else ["index", "build", *rest]
+        )
     elif head in DEPRECATED:
         new = [*DEPRECATED[head], *rest]
     if new is None:
         return argv
     if warn is not None:
-        shown = " ".join(new[: len(new) - len(rest)]) if head != "index" else " ".join(new[:2])
+        shown = " ".join(new[:2])  # every current command is `group action` or a single word plus flags
         warn(f"note: `fashion-rerank {head}` is deprecated and goes away in release 0.3; use `fashion-rerank {shown}`")
     return new
 

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+from fashion_rerank import local_node
+from fashion_rerank.opensearch import make_client
+from fashion_rerank.settings import OpenSearchSettings
 from reranker.pipeline.bodies import example_search_body, request_plan
 from reranker.pipeline.cluster import InstallReport
 from reranker.pipeline.install import install_pipeline
@@ -24,8 +27,10 @@ def _how_to_call(opts: InstallOptions, report: InstallReport) -> str:
         "  " + body.replace("\n", "\n  "),
     ]
     if opts.set_default:
-        lines.append(f"It is also the default search pipeline of '{index}', so plain /{index}/_search is reranked "
-                     "(still pass ext.rerank.query_context).")
+        lines.append(
+            f"It is also the default search pipeline of '{index}', so plain /{index}/_search is reranked "
+            "(still pass ext.rerank.query_context)."
+        )
     lines.append("If the sidecar is down or slow, searches still answer in kNN order (ignore_failure: true).")
     lines.append(f"Remove everything with: fashion-rerank opensearch uninstall-pipeline --pipeline {opts.pipeline}")
     return "\n".join(lines)
@@ -34,8 +39,12 @@ def _how_to_call(opts: InstallOptions, report: InstallReport) -> str:
 def cmd_install_pipeline(args: argparse.Namespace) -> int:
     try:
         opts = InstallOptions.from_settings(
-            pipeline=args.pipeline, reranker_url=args.reranker_url, index=args.index,
-            set_default=args.set_default, api_key=args.api_key, smoke=not args.no_smoke,
+            pipeline=args.pipeline,
+            reranker_url=args.reranker_url,
+            index=args.index,
+            set_default=args.set_default,
+            api_key=args.api_key,
+            smoke=not args.no_smoke,
         )
     except InstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -50,8 +59,6 @@ def cmd_install_pipeline(args: argparse.Namespace) -> int:
                 print(json.dumps(shown, indent=2))
             print()
         return 0
-    from fashion_rerank.opensearch import make_client
-    from fashion_rerank.settings import OpenSearchSettings
 
     client = make_client()
     print(f"installing search pipeline '{opts.pipeline}' into {OpenSearchSettings().url}:")
@@ -66,8 +73,6 @@ def cmd_install_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall_pipeline(args: argparse.Namespace) -> int:
-    from fashion_rerank.opensearch import make_client
-    from fashion_rerank.settings import OpenSearchSettings
 
     print(f"removing search pipeline '{args.pipeline}' from {OpenSearchSettings().url}:")
     try:
@@ -83,7 +88,6 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     Exit codes: 0 done (status: running), 2 error, 3 status: not running.
     """
-    from fashion_rerank import local_node
 
     try:
         if args.action == "start":

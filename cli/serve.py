@@ -6,15 +6,26 @@ import argparse
 import json
 import sys
 
+import grpc
+
+from fashion_rerank.settings import ServeSettings
+from reranker.client import RerankerClient
+from reranker.serve import run_server
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fashion_rerank.settings import ServeSettings
-    from reranker.serve import run_server
 
-    overrides = {k: v for k, v in {
-        "grpc_host": args.grpc_host, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port,
-        "http_port": args.http_port, "threads": args.threads,
-    }.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "grpc_host": args.grpc_host,
+            "grpc_port": args.grpc_port,
+            "metrics_port": args.metrics_port,
+            "http_port": args.http_port,
+            "threads": args.threads,
+        }.items()
+        if v is not None
+    }
     registry = None
     if args.registry or args.model_name:
         from fashion_rerank.registry import ModelRegistry
@@ -43,9 +54,6 @@ def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import grpc
-
-    from reranker.client import RerankerClient
 
     try:
         filters = parse_filters(args.filter)
@@ -67,8 +75,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         from google.protobuf.json_format import MessageToDict
 
-        print(json.dumps(MessageToDict(resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
-                         indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                MessageToDict(resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return 0
     how = f"reranked by {resp.model_version}" if resp.reranked else "kNN order (not reranked)"
     print(f"{len(resp.hits)} of {resp.candidates} candidates, {how}, {resp.timings.total_ms:.0f} ms")

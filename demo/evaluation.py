@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from demo.support import DemoError
+from labeling.evaluate import RELEVANT_GRADE, bootstrap_ci, measure, paired_test
+from labeling.sampling import normalise_query
 
 
 def load_refresh_summary(refresh_dir: Path) -> dict:
@@ -23,30 +25,46 @@ def load_refresh_summary(refresh_dir: Path) -> dict:
     cand = rep.get("candidate") or {}
     train = cand.get("training") or {}
     out: dict[str, Any] = {
-        "status": rep.get("status"), "reason": rep.get("message"), "report": rep.get("paths", {}).get("markdown"),
+        "status": rep.get("status"),
+        "reason": rep.get("message"),
+        "report": rep.get("paths", {}).get("markdown"),
         "error": rep.get("message") if rep.get("status") == "error" else None,
         "promoted_version": rep.get("serving_after") if rep.get("status") == "promoted" else None,
         "prompt_version": (rep.get("judge") or {}).get("prompt_version"),
         "label_source": (rep.get("judge") or {}).get("label_source"),
-        "logged_queries": lab.get("log_records"), "distinct_queries": lab.get("distinct_queries"),
-        "sampled_queries": lab.get("sampled"), "sampled_by_split": lab.get("by_split"),
-        "judged_pairs": grading.get("written"), "grading_pairs_per_s": grading.get("pairs_per_s"),
+        "logged_queries": lab.get("log_records"),
+        "distinct_queries": lab.get("distinct_queries"),
+        "sampled_queries": lab.get("sampled"),
+        "sampled_by_split": lab.get("by_split"),
+        "judged_pairs": grading.get("written"),
+        "grading_pairs_per_s": grading.get("pairs_per_s"),
         "refresh_seconds": rep.get("seconds"),
     }
     if cand:
         out["model"] = {
-            "version": cand.get("version"), "base_model": train.get("base_model"),
-            "base_model_kind": train.get("base_model_kind"), "train_pairs": train.get("pairs"),
-            "train_queries": train.get("queries"), "grades": train.get("grades"), "epochs": train.get("epochs"),
-            "learning_rate": train.get("learning_rate"), "batch_size": train.get("batch_size"), "loss": train.get("loss"),
-            "max_length": train.get("max_length"), "training_time_s": train.get("seconds"),
-            "pairs_per_s": train.get("pairs_per_s"), "seconds_per_1k_pairs_epoch": train.get("seconds_per_1k_pairs_epoch"),
+            "version": cand.get("version"),
+            "base_model": train.get("base_model"),
+            "base_model_kind": train.get("base_model_kind"),
+            "train_pairs": train.get("pairs"),
+            "train_queries": train.get("queries"),
+            "grades": train.get("grades"),
+            "epochs": train.get("epochs"),
+            "learning_rate": train.get("learning_rate"),
+            "batch_size": train.get("batch_size"),
+            "loss": train.get("loss"),
+            "max_length": train.get("max_length"),
+            "training_time_s": train.get("seconds"),
+            "pairs_per_s": train.get("pairs_per_s"),
+            "seconds_per_1k_pairs_epoch": train.get("seconds_per_1k_pairs_epoch"),
             "threads": train.get("threads"),
         }
         out["gate"] = cand.get("gate")
         out["refresh_evaluation"] = {
-            split: {name: {"model": sysd.get("model"), **{k: v for k, v in (sysd.get("metrics") or {}).items()}}
-                    for name, sysd in (ev.get("systems") or {}).items()} | {"queries": ev.get("queries")}
+            split: {
+                name: {"model": sysd.get("model"), **{k: v for k, v in (sysd.get("metrics") or {}).items()}}
+                for name, sysd in (ev.get("systems") or {}).items()
+            }
+            | {"queries": ev.get("queries")}
             for split, ev in (cand.get("evaluation") or {}).items()
         }
     return out
@@ -69,8 +87,6 @@ def evaluate_heldout(calls: list[dict], grades: dict[tuple[str, str], int], seed
          "queries", "queries_without_relevant", "relevant_grade", "bootstrap"}.
         Queries without any product graded above 0 are left out (nDCG undefined), as in labeling.evaluate.
     """
-    from labeling.evaluate import RELEVANT_GRADE, bootstrap_ci, measure, paired_test
-    from labeling.sampling import normalise_query
 
     qrels: dict[str, dict[str, int]] = {}
     runs: dict[str, dict[str, dict[str, float]]] = {"knn": {}, "reranked": {}}
@@ -83,11 +99,17 @@ def evaluate_heldout(calls: list[dict], grades: dict[tuple[str, str], int], seed
         n = len(c["hits"]) + 1
         runs["knn"][q] = {h["id"]: float(n - h["retrieval_rank"]) for h in c["hits"]}
         runs["reranked"][q] = {h["id"]: float(n - h["rank"]) for h in c["hits"]}
-    ideal_run = {q: {pid: g - 1e-6 * i for i, (pid, g) in enumerate(sorted(r.items(), key=lambda x: -x[1]))}
-                 for q, r in qrels.items()}
-    out: dict[str, Any] = {"systems": {}, "significance": {}, "queries": len(qrels),
-                           "queries_without_relevant": len(calls) - len(qrels), "relevant_grade": RELEVANT_GRADE,
-                           "bootstrap": "percentile bootstrap over queries, 2000 resamples (labeling.evaluate.bootstrap_ci)"}
+    ideal_run = {
+        q: {pid: g - 1e-6 * i for i, (pid, g) in enumerate(sorted(r.items(), key=lambda x: -x[1]))} for q, r in qrels.items()
+    }
+    out: dict[str, Any] = {
+        "systems": {},
+        "significance": {},
+        "queries": len(qrels),
+        "queries_without_relevant": len(calls) - len(qrels),
+        "relevant_grade": RELEVANT_GRADE,
+        "bootstrap": "percentile bootstrap over queries, 2000 resamples (labeling.evaluate.bootstrap_ci)",
+    }
     if not qrels:
         raise DemoError("no held-out query has a product graded above 0: nothing to measure")
     per: dict[str, dict[str, dict[str, float]]] = {}
@@ -103,14 +125,20 @@ def evaluate_heldout(calls: list[dict], grades: dict[tuple[str, str], int], seed
         t = paired_test(a, b)
         diffs = [b[q] - a[q] for q in sorted(set(a) & set(b))]
         out["significance"][key] = {
-            "test": "paired t-test (scipy ttest_rel)", "p_value": t["p_ttest"], "p_wilcoxon": t["p_wilcoxon"],
-            "delta": t["mean_diff"], "delta_ci95": list(bootstrap_ci(diffs, seed=seed)), "n": t["n"],
+            "test": "paired t-test (scipy ttest_rel)",
+            "p_value": t["p_ttest"],
+            "p_wilcoxon": t["p_wilcoxon"],
+            "delta": t["mean_diff"],
+            "delta_ci95": list(bootstrap_ci(diffs, seed=seed)),
+            "n": t["n"],
         }
     ideal_agg, _ = measure(qrels, ideal_run)
     out["ideal"] = {"ndcg@10": ideal_agg["nDCG@10"]}
-    k, r, i = (out["systems"]["knn"]["ndcg@10"]["value"], out["systems"]["reranked"]["ndcg@10"]["value"],
-               ideal_agg["nDCG@10"])
+    k, r, i = (out["systems"]["knn"]["ndcg@10"]["value"], out["systems"]["reranked"]["ndcg@10"]["value"], ideal_agg["nDCG@10"])
     out["gap_closed"] = (r - k) / (i - k) if i - k > 1e-9 else None
-    out["per_query"] = {q: {"knn": per["knn"]["nDCG@10"][q], "reranked": per["reranked"]["nDCG@10"][q]}
-                        for q in qrels if q in per["knn"]["nDCG@10"]}
+    out["per_query"] = {
+        q: {"knn": per["knn"]["nDCG@10"][q], "reranked": per["reranked"]["nDCG@10"][q]}
+        for q in qrels
+        if q in per["knn"]["nDCG@10"]
+    }
     return out

@@ -163,10 +163,22 @@ COLOUR_WORDS: dict[str, tuple[str, ...]] = {
 
 #: Shopper gender words -> the catalog genders they accept.
 GENDER_WORDS: dict[str, tuple[str, ...]] = {
-    "men": ("Men",), "mens": ("Men",), "men's": ("Men",), "for men": ("Men",), "for him": ("Men",),
-    "women": ("Women",), "womens": ("Women",), "ladies": ("Women",), "for women": ("Women",), "for her": ("Women",),
-    "boys": ("Boys",), "for boys": ("Boys",), "girls": ("Girls",), "for girls": ("Girls",),
-    "kids": ("Boys", "Girls"), "for kids": ("Boys", "Girls"),
+    "men": ("Men",),
+    "mens": ("Men",),
+    "men's": ("Men",),
+    "for men": ("Men",),
+    "for him": ("Men",),
+    "women": ("Women",),
+    "womens": ("Women",),
+    "ladies": ("Women",),
+    "for women": ("Women",),
+    "for her": ("Women",),
+    "boys": ("Boys",),
+    "for boys": ("Boys",),
+    "girls": ("Girls",),
+    "for girls": ("Girls",),
+    "kids": ("Boys", "Girls"),
+    "for kids": ("Boys", "Girls"),
 }
 #: Catalog gender -> shopper words used for it (Unisex products get no gender word).
 _GENDER_CHOICES: dict[str, tuple[str, ...]] = {
@@ -184,27 +196,80 @@ USAGE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 SEASON_WORDS: dict[str, tuple[str, ...]] = {
-    "Summer": ("summer",), "Winter": ("winter",), "Fall": ("autumn",), "Spring": ("spring",),
+    "Summer": ("summer",),
+    "Winter": ("winter",),
+    "Fall": ("autumn",),
+    "Spring": ("spring",),
 }
 
 #: Style words looked up in the product title (lowercased); the query uses the word as written here.
 STYLE_WORDS: tuple[str, ...] = (
-    "floral", "printed", "striped", "checked", "check", "solid", "denim", "leather", "cotton", "linen",
-    "slim fit", "skinny", "round neck", "v-neck", "polo", "hooded", "graphic", "embroidered", "sleeveless",
-    "analog", "digital", "chronograph", "polarized", "aviator", "wayfarer", "sling", "lace", "silk",
-    "woven", "knit", "cargo", "maxi", "midi", "mini", "pack of 3", "pack of 2", "flip flops",
+    "floral",
+    "printed",
+    "striped",
+    "checked",
+    "check",
+    "solid",
+    "denim",
+    "leather",
+    "cotton",
+    "linen",
+    "slim fit",
+    "skinny",
+    "round neck",
+    "v-neck",
+    "polo",
+    "hooded",
+    "graphic",
+    "embroidered",
+    "sleeveless",
+    "analog",
+    "digital",
+    "chronograph",
+    "polarized",
+    "aviator",
+    "wayfarer",
+    "sling",
+    "lace",
+    "silk",
+    "woven",
+    "knit",
+    "cargo",
+    "maxi",
+    "midi",
+    "mini",
+    "pack of 3",
+    "pack of 2",
+    "flip flops",
 )
 
 #: Probability that a slot is filled (the product type is always named).
 SLOT_PROBABILITY: dict[str, float] = {
-    "colour": 0.65, "gender": 0.6, "usage": 0.3, "usage_casual": 0.1, "season": 0.12, "brand": 0.12, "style": 0.2,
+    "colour": 0.65,
+    "gender": 0.6,
+    "usage": 0.3,
+    "usage_casual": 0.1,
+    "season": 0.12,
+    "brand": 0.12,
+    "style": 0.2,
 }
 
 #: Word orders shoppers type. Slots: B brand, C colour, G gender word before, g gender phrase after,
 #: U usage word before, u usage phrase after, S season, Y style word, T type.
 PHRASINGS: tuple[str, ...] = (
-    "C Y T G", "C U T g", "G Y S T", "G C T", "B C T g", "C T G", "Y C T g", "S C Y T G", "U C T g", "B T g",
-    "C Y T u", "G B C T", "C S T g",
+    "C Y T G",
+    "C U T g",
+    "G Y S T",
+    "G C T",
+    "B C T g",
+    "C T G",
+    "Y C T g",
+    "S C Y T G",
+    "U C T g",
+    "B T g",
+    "C Y T u",
+    "G B C T",
+    "C S T g",
 )
 
 
@@ -453,7 +518,7 @@ def generate_queries(
     ranked = sorted(texts, key=lambda t: len(t.split()) + 3 * found[t][1] + 2.5 * jitter[t])
     n = len(ranked)
     target = stream_factor * n
-    weights = [1.0 / (r ** zipf_s) for r in range(1, n + 1)]
+    weights = [1.0 / (r**zipf_s) for r in range(1, n + 1)]
     lo, hi = 0.0, target
     for _ in range(60):  # bisection on C so that sum(max(1, round(C w))) ~= target
         c = (lo + hi) / 2
@@ -480,8 +545,13 @@ def generate_queries(
 
     train = [mk(t) for t in texts if t not in test_texts]
     test = [mk(t) for t in texts if t in test_texts]
-    settings = {"n_distinct_requested": n_distinct, "test_share": test_share, "zipf_s": zipf_s,
-                "stream_factor": stream_factor, "typo_rate": typo_rate}
+    settings = {
+        "n_distinct_requested": n_distinct,
+        "test_share": test_share,
+        "zipf_s": zipf_s,
+        "stream_factor": stream_factor,
+        "typo_rate": typo_rate,
+    }
     return QuerySet(train=train, test=test, seed=seed, settings=settings)
 
 

@@ -25,6 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 METRICS: tuple[tuple[str, str], ...] = (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"), ("recall@10", "Recall@10"))
 SYSTEM_LABELS = {"knn": "kNN order (bi-encoder only)", "reranked": "kNN + promoted cross-encoder"}
 
@@ -48,7 +50,7 @@ def _p(v: float | None) -> str:
 
 
 def _latency_sentence(systems: dict) -> str:
-    """" At a cost in latency: Search p50 X ms -> Y ms (Zx)." from the systems' latency_ms, or ""."""
+    """ " At a cost in latency: Search p50 X ms -> Y ms (Zx)." from the systems' latency_ms, or ""."""
     before = systems.get("knn", {}).get("latency_ms", {}).get("p50")
     after = systems.get("reranked", {}).get("latency_ms", {}).get("p50")
     if not before or not after:
@@ -78,18 +80,25 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
             f"candidates with the promoted cross-encoder moves nDCG@10 from **{knn:.3f}** to **{rr:.3f}** "
             f"({lift:+.1f} %)."
             + _latency_sentence(systems)
-            + (f" {left_out} further held-out quer{'y' if left_out == 1 else 'ies'} had no candidate graded above 0 "
-               f"and {'is' if left_out == 1 else 'are'} left out (nDCG is undefined there)." if left_out else ""),
+            + (
+                f" {left_out} further held-out quer{'y' if left_out == 1 else 'ies'} had no candidate graded above 0 "
+                f"and {'is' if left_out == 1 else 'are'} left out (nDCG is undefined there)."
+                if left_out
+                else ""
+            ),
             "",
         ]
     lines += ["## Held-out queries: kNN order vs the promoted cross-encoder", ""]
-    lines += ["| system | nDCG@10 [95% CI] | MRR@10 [95% CI] | Recall@10 [95% CI] | Search p50 ms | Search p95 ms |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "| system | nDCG@10 [95% CI] | MRR@10 [95% CI] | Recall@10 [95% CI] | Search p50 ms | Search p95 ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in ("knn", "reranked"):
         s = systems.get(key, {})
         lat = s.get("latency_ms", {})
         lines.append(
-            f"| {SYSTEM_LABELS[key]} | " + " | ".join(_fmt_metric(s.get(m)) for m, _ in METRICS)
+            f"| {SYSTEM_LABELS[key]} | "
+            + " | ".join(_fmt_metric(s.get(m)) for m, _ in METRICS)
             + f" | {_fmt_ms(lat.get('p50'))} | {_fmt_ms(lat.get('p95'))} |"
         )
     lines.append("")
@@ -103,14 +112,19 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
                 continue
             dci = s.get("delta_ci95")
             dci_s = f", 95% CI of the difference [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else ""
-            lines.append(f"- {label}: difference {s.get('delta', float('nan')):+.3f}{dci_s}, "
-                         f"{s.get('test', 'paired test')} p {_p(s.get('p_value'))}")
+            lines.append(
+                f"- {label}: difference {s.get('delta', float('nan')):+.3f}{dci_s}, "
+                f"{s.get('test', 'paired test')} p {_p(s.get('p_value'))}"
+            )
         lines.append("")
     gap = summary.get("gap_closed")
     ideal = summary.get("ideal", {}).get("ndcg@10")
     if gap is not None and ideal is not None:
-        lines += [f"Share of the gap between kNN order and the ideal order of the same judged candidates "
-                  f"(nDCG@10 {ideal:.3f}) that reranking closed: {gap * 100:.0f} %.", ""]
+        lines += [
+            f"Share of the gap between kNN order and the ideal order of the same judged candidates "
+            f"(nDCG@10 {ideal:.3f}) that reranking closed: {gap * 100:.0f} %.",
+            "",
+        ]
     lines += [
         f"Metrics: ir-measures over the judge's 0-3 grades (nDCG gains = grades; MRR and Recall count grade >= "
         f"{ev.get('relevant_grade', 2)} as relevant), 95% intervals by bootstrap over queries. "
@@ -127,18 +141,24 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
     if examples:
         lines += ["## Examples: top 5 before and after", ""]
         for ex in examples:
-            lines += [f"**{ex['query']}**", "", "| # | kNN order (product id) | grade | reranked (product id) | grade |",
-                      "|---|---|---|---|---|"]
+            lines += [
+                f"**{ex['query']}**",
+                "",
+                "| # | kNN order (product id) | grade | reranked (product id) | grade |",
+                "|---|---|---|---|---|",
+            ]
             before, after = ex.get("knn", []), ex.get("reranked", [])
             for i in range(max(len(before), len(after))):
                 b = before[i] if i < len(before) else {}
                 a = after[i] if i < len(after) else {}
+
                 def cell(x: dict) -> tuple[str, str]:
                     g = x.get("grade")
                     title = x.get("title", "").replace("|", "/")
                     if x.get("id"):  # the catalog has distinct products with identical titles
                         title += f" `{x['id']}`"
                     return (title, "" if g is None else str(g))
+
                 bt, bg = cell(b)
                 at, ag = cell(a)
                 lines.append(f"| {i + 1} | {bt} | {bg} | {at} | {ag} |")
@@ -153,8 +173,10 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
             "rubric over the catalog's structured attributes (product type, colour with synonyms, gender, usage, season)."
         )
     else:
-        lines.append(f"- Labels come from the LLM `{judge.get('model')}` at `{judge.get('base_url')}` "
-                     "(OPENAI_BASE_URL), graded with the project's versioned rubric prompt.")
+        lines.append(
+            f"- Labels come from the LLM `{judge.get('model')}` at `{judge.get('base_url')}` "
+            "(OPENAI_BASE_URL), graded with the project's versioned rubric prompt."
+        )
     lines += [
         f"- Judged pairs: {pairs.get('total', '?')} in all: {pairs.get('train', '?')} graded by the refresh job "
         f"(candidate pools of the logged queries) and {pairs.get('held_out', '?')} for the held-out evaluation.",
@@ -192,7 +214,6 @@ def render_chart(summary: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     systems = summary.get("systems", {})
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -224,9 +245,14 @@ def render_chart(summary: dict, path: Path) -> Path:
         for key in ("knn", "reranked"):
             if samples[key]:
                 lat = systems[key]["latency_ms"]
-                ax2.hist(samples[key], bins=bins, alpha=0.65, color=colours[key],
-                         label=f"{'before: kNN only' if key == 'knn' else 'after: kNN + rerank'}, n={len(samples[key])} "
-                               f"(p50 {lat.get('p50', 0):.0f}, p95 {lat.get('p95', 0):.0f} ms)")
+                ax2.hist(
+                    samples[key],
+                    bins=bins,
+                    alpha=0.65,
+                    color=colours[key],
+                    label=f"{'before: kNN only' if key == 'knn' else 'after: kNN + rerank'}, n={len(samples[key])} "
+                    f"(p50 {lat.get('p50', 0):.0f}, p95 {lat.get('p95', 0):.0f} ms)",
+                )
         ax2.set_xscale("log")
         ax2.legend(fontsize=8)
     ax2.set_xlabel("Search latency, ms (log scale)")

@@ -43,18 +43,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 from demo.evaluation import (  # noqa: F401
     METRIC_NAMES,
     evaluate_heldout,
     load_refresh_summary,
 )
+from demo.queries import generate_queries
+from demo.report import render_markdown, write_report
 from demo.support import (  # noqa: F401 - re-exported for tests and callers
     MIN_FREE_BYTES,
     Background,
@@ -73,6 +77,24 @@ from demo.support import (  # noqa: F401 - re-exported for tests and callers
     wait_model,
     wait_serving,
 )
+from fashion_rerank import local_node
+from fashion_rerank.opensearch import make_client
+from fashion_rerank.product import Product, rerank_text, text_hash
+from fashion_rerank.settings import (
+    LabelSettings,
+    ModelSettings,
+    NodeSettings,
+    OpenSearchSettings,
+    cache_root,
+    cpu_quota,
+    resolve_model_path,
+)
+from indexer.catalogs import open_catalog
+from indexer.index import IndexLifecycleError, current_index, index_meta
+from indexer.run import run_index
+from labeling.grading import PairRequest, grade_pairs
+from labeling.sampling import normalise_query
+from labeling.store import JudgmentStore
 
 
 @dataclass
@@ -152,13 +174,13 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------ the run
 
+
 class Demo:
     """State of one demo run: config, what it started (to stop it), and each step's results."""
 
     STEPS = ["opensearch", "index", "sidecar", "replay", "refresh", "measure", "report"]
 
     def __init__(self, cfg: DemoConfig):
-        from fashion_rerank.settings import OpenSearchSettings
 
         self.cfg = cfg
         self.os_settings = OpenSearchSettings()
@@ -182,11 +204,13 @@ class Demo:
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        env.update({
-            "OPENSEARCH_URL": self.os_settings.url,
-            "OPENSEARCH_INDEX_ALIAS": self.alias,
-            "FR_MODEL_REGISTRY_DIR": str(self.registry_dir.resolve()),
-        })
+        env.update(
+            {
+                "OPENSEARCH_URL": self.os_settings.url,
+                "OPENSEARCH_INDEX_ALIAS": self.alias,
+                "FR_MODEL_REGISTRY_DIR": str(self.registry_dir.resolve()),
+            }
+        )
         env.update(self.cfg.extra_env)
         env.update({k: str(v) for k, v in extra.items()})
         return env
@@ -207,7 +231,6 @@ class Demo:
 
     # -- preflight
     def preflight(self) -> None:
-        from fashion_rerank.settings import cache_root
 
         cfg = self.cfg
         check_disk([self.work, cfg.out, cache_root()])
@@ -223,11 +246,6 @@ class Demo:
 
     # -- 1. OpenSearch
     def step_opensearch(self) -> dict:
-        from urllib.parse import urlparse
-
-        from fashion_rerank import local_node
-        from fashion_rerank.settings import NodeSettings
-        from fashion_rerank.opensearch import make_client
 
         url = self.os_settings.url
         client = make_client(self.os_settings, max_retries=0)
@@ -238,15 +256,19 @@ class Demo:
         if info:
             plugins = {p.get("component") for p in client.cat.plugins(format="json")}
             if "opensearch-knn" not in plugins:
-                raise DemoError(f"the OpenSearch at {url} has no k-NN plugin (plugins: {sorted(plugins)}); install "
-                                "opensearch-knn there, or unset OPENSEARCH_URL to use the local development node")
+                raise DemoError(
+                    f"the OpenSearch at {url} has no k-NN plugin (plugins: {sorted(plugins)}); install "
+                    "opensearch-knn there, or unset OPENSEARCH_URL to use the local development node"
+                )
             log(f"using OpenSearch {info['version']['number']} at {url}")
             return {"note": f"already running at {url}"}
         parsed = urlparse(url)
         if parsed.hostname not in ("localhost", "127.0.0.1") or parsed.scheme != "http":
-            raise DemoError(f"OpenSearch at {url} (OPENSEARCH_URL) does not answer: check the URL, "
-                            "OPENSEARCH_USER/OPENSEARCH_PASSWORD and OPENSEARCH_VERIFY_CERTS/OPENSEARCH_CA_CERTS, "
-                            "or unset OPENSEARCH_URL to let the demo start a local node")
+            raise DemoError(
+                f"OpenSearch at {url} (OPENSEARCH_URL) does not answer: check the URL, "
+                "OPENSEARCH_USER/OPENSEARCH_PASSWORD and OPENSEARCH_VERIFY_CERTS/OPENSEARCH_CA_CERTS, "
+                "or unset OPENSEARCH_URL to let the demo start a local node"
+            )
         settings = NodeSettings()
         if parsed.port and parsed.port != settings.port:
             settings = NodeSettings(port=parsed.port)
@@ -255,8 +277,10 @@ class Demo:
             log("no OpenSearch answers; starting the local node (first run downloads ~430 MB from Maven Central)")
             st = local_node.start(plugins="knn", settings=settings)
         except local_node.NodeError as exc:
-            raise DemoError(f"the local OpenSearch node could not start:\n{exc}\n"
-                            "See `fashion-rerank opensearch status`, or point OPENSEARCH_URL at a running cluster") from exc
+            raise DemoError(
+                f"the local OpenSearch node could not start:\n{exc}\n"
+                "See `fashion-rerank opensearch status`, or point OPENSEARCH_URL at a running cluster"
+            ) from exc
         self.started_node = True
         log(f"OpenSearch {st['version']} is {st['health']} at {st['url']}")
         return {"note": "started the local node"}
@@ -264,12 +288,6 @@ class Demo:
     # -- 2. index
     def step_index(self) -> dict:
         import torch
-
-        from fashion_rerank.opensearch import make_client
-        from fashion_rerank.settings import ModelSettings, cpu_quota, resolve_model_path
-        from indexer.catalogs import open_catalog
-        from indexer.index import IndexLifecycleError, current_index, index_meta
-        from indexer.run import run_index
 
         torch.set_num_threads(ModelSettings().threads or cpu_quota())
         cfg = self.cfg
@@ -281,12 +299,18 @@ class Demo:
             raise DemoError(str(exc)) from exc
         meta = index_meta(client, live) if live else {}
         model_prefix = resolve_model_path(ModelSettings().bi_encoder) + "#"
-        same = (bool(meta.get("complete")) and meta.get("catalog") == cfg.catalog
-                and meta.get("documents") == len(self.products) and str(meta.get("model", "")).startswith(model_prefix))
+        same = (
+            bool(meta.get("complete"))
+            and meta.get("catalog") == cfg.catalog
+            and meta.get("documents") == len(self.products)
+            and str(meta.get("model", "")).startswith(model_prefix)
+        )
         try:
             if same:
-                log(f"alias {self.alias!r} already holds {len(self.products)} products of {cfg.catalog!r} embedded "
-                    f"with this model ({live}); checking them in place (--incremental)")
+                log(
+                    f"alias {self.alias!r} already holds {len(self.products)} products of {cfg.catalog!r} embedded "
+                    f"with this model ({live}); checking them in place (--incremental)"
+                )
             else:
                 log(f"indexing {len(self.products)} products of {cfg.catalog!r} into a new index behind alias {self.alias!r}")
             summary = run_index(cfg.catalog, limit=cfg.limit, incremental=same, alias=self.alias, client=client)
@@ -297,8 +321,11 @@ class Demo:
         if summary.indexed + summary.unchanged == 0:
             raise DemoError("nothing was indexed; see the summary above")
         self.results["index"] = summary.to_dict()
-        note = (f"{summary.unchanged} unchanged, {summary.indexed} updated" if summary.mode == "incremental"
-                else f"{summary.indexed} products, {summary.products_per_s:.0f}/s")
+        note = (
+            f"{summary.unchanged} unchanged, {summary.indexed} updated"
+            if summary.mode == "incremental"
+            else f"{summary.indexed} products, {summary.products_per_s:.0f}/s"
+        )
         return {"note": note}
 
     # -- 3. sidecar
@@ -306,50 +333,67 @@ class Demo:
         cfg = self.cfg
         self.target = f"127.0.0.1:{cfg.grpc_port}"
         env = self.env(
-            FR_SERVE_GRPC_HOST="127.0.0.1", FR_SERVE_GRPC_PORT=cfg.grpc_port, FR_SERVE_METRICS_PORT=cfg.metrics_port,
-            FR_SERVE_HTTP_PORT=-1, FR_SERVE_QUERYLOG_SAMPLE_RATE=1.0, FR_SERVE_QUERYLOG_PATH=self.query_log.resolve(),
-            FR_SERVE_QUERYLOG_INDEX="", FR_SERVE_REGISTRY_POLL_S=1.0,
+            FR_SERVE_GRPC_HOST="127.0.0.1",
+            FR_SERVE_GRPC_PORT=cfg.grpc_port,
+            FR_SERVE_METRICS_PORT=cfg.metrics_port,
+            FR_SERVE_HTTP_PORT=-1,
+            FR_SERVE_QUERYLOG_SAMPLE_RATE=1.0,
+            FR_SERVE_QUERYLOG_PATH=self.query_log.resolve(),
+            FR_SERVE_QUERYLOG_INDEX="",
+            FR_SERVE_REGISTRY_POLL_S=1.0,
             # the demo measures reranking, so give it time on a busy 2-core machine instead of failing open
-            FR_SERVE_RERANK_BUDGET_MS=60000, FR_SERVE_KNN_TIMEOUT_S=30,
+            FR_SERVE_RERANK_BUDGET_MS=60000,
+            FR_SERVE_KNN_TIMEOUT_S=30,
         )
         self.sidecar = Background("sidecar", cli_cmd("serve"), self.logs / "sidecar.log", env)
         self.procs.append(self.sidecar)
-        log(f"started `fashion-rerank serve` (pid {self.sidecar.proc.pid}) on {self.target}, metrics on "
-            f"http://127.0.0.1:{cfg.metrics_port}/metrics, log {self.sidecar.log_path}")
+        log(
+            f"started `fashion-rerank serve` (pid {self.sidecar.proc.pid}) on {self.target}, metrics on "
+            f"http://127.0.0.1:{cfg.metrics_port}/metrics, log {self.sidecar.log_path}"
+        )
         wait_serving(self.target, self.sidecar, timeout_s=240)
         log("gRPC health: SERVING")
         return {"note": f"serving on {self.target}"}
 
     # -- 4. replay
     def step_replay(self) -> dict:
-        from demo.queries import generate_queries
 
         cfg = self.cfg
         self.queryset = generate_queries(self.products, n_distinct=cfg.queries, test_share=cfg.test_share, seed=cfg.seed)
         qs = self.queryset
         stream = qs.stream("train")
         s = qs.summary()
-        log(f"generated {s['distinct']} distinct shopper queries (seed {qs.seed}): {s['train']} train, {s['test']} held out, "
-            f"{s['typos']} with typos; head query {s['head_query']['text']!r} x{s['head_query']['count']}")
+        log(
+            f"generated {s['distinct']} distinct shopper queries (seed {qs.seed}): {s['train']} train, {s['test']} held out, "
+            f"{s['typos']} with typos; head query {s['head_query']['text']!r} x{s['head_query']['count']}"
+        )
         log(f"replaying {len(stream)} Search requests (top_k {cfg.top_k}, top_n {cfg.top_n}) at concurrency {cfg.concurrency}")
         calls = search_many(self.target, stream, cfg.top_k, cfg.top_n, cfg.concurrency, label="replay")
         reranked = sum(c["reranked"] for c in calls if c["ok"])
         errors = [c for c in calls if not c["ok"]]
         if len(errors) > len(calls) * 0.05:
-            raise DemoError(f"{len(errors)} of {len(calls)} Search calls failed, e.g. {errors[0]['error']}; "
-                            f"sidecar log: {self.sidecar.log_path}")
+            raise DemoError(
+                f"{len(errors)} of {len(calls)} Search calls failed, e.g. {errors[0]['error']}; "
+                f"sidecar log: {self.sidecar.log_path}"
+            )
         lat = [c["ms"] for c in calls if c["ok"]]
         logged = wait_log_lines(self.query_log, len(calls) - len(errors), timeout_s=30)
-        self.results["replay"] = {"requests": len(calls), "errors": len(errors), "reranked": reranked,
-                                  "latency_ms": lat, "logged": logged}
-        log(f"{len(calls) - len(errors)} ok ({len(errors)} failed, {reranked} reranked: no model yet), "
-            f"p50 {percentile(lat, 50):.0f} ms, p95 {percentile(lat, 95):.0f} ms; {logged} queries in {self.query_log}")
+        self.results["replay"] = {
+            "requests": len(calls),
+            "errors": len(errors),
+            "reranked": reranked,
+            "latency_ms": lat,
+            "logged": logged,
+        }
+        log(
+            f"{len(calls) - len(errors)} ok ({len(errors)} failed, {reranked} reranked: no model yet), "
+            f"p50 {percentile(lat, 50):.0f} ms, p95 {percentile(lat, 95):.0f} ms; {logged} queries in {self.query_log}"
+        )
         return {"note": f"{len(calls)} requests, {logged} logged"}
 
     # -- 5. refresh
     def judge_settings(self, judgments_path: Path):
         """LabelSettings for grading through the demo's judge (the reference judge unless external_judge())."""
-        from fashion_rerank.settings import LabelSettings
 
         kw: dict[str, Any] = {"judgments_path": judgments_path}
         if not external_judge():
@@ -363,15 +407,21 @@ class Demo:
 
             s = LabelSettings()
             if s.is_reference_judge():
-                raise DemoError("OPENAI_BASE_URL and OPENAI_API_KEY are set, so the demo grades with that LLM: set "
-                                "FR_LABEL_JUDGE_MODEL to its model name (e.g. gpt-4o-mini)")
+                raise DemoError(
+                    "OPENAI_BASE_URL and OPENAI_API_KEY are set, so the demo grades with that LLM: set "
+                    "FR_LABEL_JUDGE_MODEL to its model name (e.g. gpt-4o-mini)"
+                )
             self.judge_url = os.environ["OPENAI_BASE_URL"]
             log(f"grading with the LLM {s.judge_model!r} at {self.judge_url} (OPENAI_BASE_URL), not the reference judge")
             return
         port = self.cfg.judge_port
         self.judge_url = f"http://127.0.0.1:{port}/v1"
-        self.judge = Background("reference judge", cli_cmd("judge", "serve", "--host", "127.0.0.1", "--port", str(port)),
-                                self.logs / "judge.log", self.env(FR_JUDGE_PORT=port, FR_JUDGE_HOST="127.0.0.1"))
+        self.judge = Background(
+            "reference judge",
+            cli_cmd("judge", "serve", "--host", "127.0.0.1", "--port", str(port)),
+            self.logs / "judge.log",
+            self.env(FR_JUDGE_PORT=port, FR_JUDGE_HOST="127.0.0.1"),
+        )
         self.procs.append(self.judge)
         wait_http(f"http://127.0.0.1:{port}/health", self.judge, timeout_s=60)
         log(f"reference rubric judge (deterministic rules, NOT an LLM) at {self.judge_url} (pid {self.judge.proc.pid})")
@@ -383,20 +433,43 @@ class Demo:
         judgments = self.work / "judgments" / "judgments.jsonl"
         n_queries = len(self.queryset.train) if cfg.max_train_queries is None else cfg.max_train_queries
         env = self.env(
-            FR_LABEL_QUERY_LOG=self.query_log.resolve(), FR_LABEL_JUDGMENTS_PATH=judgments.resolve(),
-            FR_LABEL_REPORTS_DIR=refresh_dir.resolve(), FR_LABEL_QUERIES_PER_RUN=n_queries,
-            FR_LABEL_TOP_K=cfg.train_top_k, FR_LABEL_RANDOM_EXTRAS=cfg.train_random, FR_LABEL_EPOCHS=cfg.epochs,
-            FR_LABEL_LEARNING_RATE=cfg.learning_rate, FR_LABEL_SEED=cfg.seed, FR_LABEL_SAMPLE_SEED=cfg.seed,
+            FR_LABEL_QUERY_LOG=self.query_log.resolve(),
+            FR_LABEL_JUDGMENTS_PATH=judgments.resolve(),
+            FR_LABEL_REPORTS_DIR=refresh_dir.resolve(),
+            FR_LABEL_QUERIES_PER_RUN=n_queries,
+            FR_LABEL_TOP_K=cfg.train_top_k,
+            FR_LABEL_RANDOM_EXTRAS=cfg.train_random,
+            FR_LABEL_EPOCHS=cfg.epochs,
+            FR_LABEL_LEARNING_RATE=cfg.learning_rate,
+            FR_LABEL_SEED=cfg.seed,
+            FR_LABEL_SAMPLE_SEED=cfg.seed,
         )
         if not external_judge():
-            env.update(FR_LABEL_BASE_URL=self.judge_url, FR_LABEL_API_KEY="reference-judge-needs-no-key",
-                       FR_LABEL_JUDGE_MODEL="reference-rubric-v1")
-        cmd = cli_cmd("refresh", "--registry", str(self.registry_dir.resolve()), "--queries", str(n_queries),
-                      "--query-log", str(self.query_log.resolve()), "--judgments", str(judgments.resolve()),
-                      "--reports-dir", str(refresh_dir.resolve()), "--alias", self.alias)
-        log(f"running `fashion-rerank refresh` on the {n_queries} distinct logged queries (pools: kNN top "
+            env.update(
+                FR_LABEL_BASE_URL=self.judge_url,
+                FR_LABEL_API_KEY="reference-judge-needs-no-key",
+                FR_LABEL_JUDGE_MODEL="reference-rubric-v1",
+            )
+        cmd = cli_cmd(
+            "refresh",
+            "--registry",
+            str(self.registry_dir.resolve()),
+            "--queries",
+            str(n_queries),
+            "--query-log",
+            str(self.query_log.resolve()),
+            "--judgments",
+            str(judgments.resolve()),
+            "--reports-dir",
+            str(refresh_dir.resolve()),
+            "--alias",
+            self.alias,
+        )
+        log(
+            f"running `fashion-rerank refresh` on the {n_queries} distinct logged queries (pools: kNN top "
             f"{cfg.train_top_k} + {cfg.train_random} random; {cfg.epochs} epochs, lr {cfg.learning_rate}); "
-            f"output also in {self.logs / 'refresh.log'}")
+            f"output also in {self.logs / 'refresh.log'}"
+        )
         t = time.monotonic()
         rc = run_streaming(cmd, env, self.logs / "refresh.log")
         refresh = load_refresh_summary(refresh_dir)
@@ -404,8 +477,10 @@ class Demo:
         refresh["seconds"] = time.monotonic() - t
         self.results["refresh"] = refresh
         if rc not in (0, 3) or refresh.get("status") == "error":
-            raise DemoError(f"`fashion-rerank refresh` failed (exit {rc}): {refresh.get('error') or refresh.get('reason')}; "
-                            f"see {self.logs / 'refresh.log'}")
+            raise DemoError(
+                f"`fashion-rerank refresh` failed (exit {rc}): {refresh.get('error') or refresh.get('reason')}; "
+                f"see {self.logs / 'refresh.log'}"
+            )
         promoted = refresh.get("promoted_version")
         if promoted:
             log(f"promoted {promoted}")
@@ -415,10 +490,6 @@ class Demo:
 
     # -- 6. measure
     def step_measure(self) -> dict:
-        from fashion_rerank.product import Product, rerank_text, text_hash
-        from labeling.grading import PairRequest, grade_pairs
-        from labeling.sampling import normalise_query
-        from labeling.store import JudgmentStore
 
         cfg = self.cfg
         promoted = self.results["refresh"].get("promoted_version")
@@ -426,11 +497,15 @@ class Demo:
             wait_model(self.target, promoted, self.sidecar, timeout_s=180)
             log(f"the sidecar serves {promoted}")
         test = [q.text for q in self.queryset.test]
-        log(f"searching {len(test)} held-out queries (top_k {cfg.top_k}, all candidates returned) at concurrency {cfg.concurrency}")
+        log(
+            f"searching {len(test)} held-out queries (top_k {cfg.top_k}, all candidates returned) at concurrency {cfg.concurrency}"
+        )
         calls = search_many(self.target, test, cfg.top_k, cfg.top_k, cfg.concurrency, label="held-out", keep_hits=True)
         bad = [c for c in calls if not c["ok"]]
         if bad:
-            raise DemoError(f"{len(bad)} held-out Search calls failed, e.g. {bad[0]['error']}; sidecar log {self.sidecar.log_path}")
+            raise DemoError(
+                f"{len(bad)} held-out Search calls failed, e.g. {bad[0]['error']}; sidecar log {self.sidecar.log_path}"
+            )
         not_reranked = sum(not c["reranked"] for c in calls)
         if promoted and not_reranked:
             log(f"warning: {not_reranked} held-out searches came back in kNN order (fail-open)")
@@ -448,30 +523,47 @@ class Demo:
                 key = (nq, h["id"])
                 if key not in seen:
                     seen.add(key)
-                    requests.append(PairRequest(query=nq, product_id=h["id"], text=text, text_hash=text_hash(text),
-                                                split="heldout", catalog=self.alias, run_id="demo-heldout"))
+                    requests.append(
+                        PairRequest(
+                            query=nq,
+                            product_id=h["id"],
+                            text=text,
+                            text_hash=text_hash(text),
+                            split="heldout",
+                            catalog=self.alias,
+                            run_id="demo-heldout",
+                        )
+                    )
         log(f"grading {len(requests)} held-out (query, product) pairs with {settings.judge_model}")
         gs = grade_pairs(requests, settings=settings, store=store)
         for line in gs.lines():
             log(line)
         grades = {(j.query, j.product_id): j.grade for j in store.judgments(settings.judge_model) if j.labeled}
-        self.results["measure"] = {"calls": calls, "grades": grades, "grading": gs.to_dict(), "not_reranked": not_reranked,
-                                   "judge_model": settings.judge_model, "reference_judge": settings.is_reference_judge(),
-                                   "base_url": settings.base_url}
+        self.results["measure"] = {
+            "calls": calls,
+            "grades": grades,
+            "grading": gs.to_dict(),
+            "not_reranked": not_reranked,
+            "judge_model": settings.judge_model,
+            "reference_judge": settings.is_reference_judge(),
+            "base_url": settings.base_url,
+        }
         self.results["metrics"] = evaluate_heldout(calls, grades, seed=cfg.seed)
         m = self.results["metrics"]
         for sysname in ("knn", "reranked"):
-            log(f"{sysname:>8}: " + ", ".join(
-                f"{k} {m['systems'][sysname][k]['value']:.3f} [{m['systems'][sysname][k]['ci95'][0]:.3f}, "
-                f"{m['systems'][sysname][k]['ci95'][1]:.3f}]" for k in METRIC_NAMES))
+            log(
+                f"{sysname:>8}: "
+                + ", ".join(
+                    f"{k} {m['systems'][sysname][k]['value']:.3f} [{m['systems'][sysname][k]['ci95'][0]:.3f}, "
+                    f"{m['systems'][sysname][k]['ci95'][1]:.3f}]"
+                    for k in METRIC_NAMES
+                )
+            )
         return {"note": f"{len(test)} queries, {len(requests)} pairs graded"}
 
     # -- 7. report
     def build_summary(self, steps: Steps) -> dict:
         """The summary.json dict (shape: demo.report)."""
-        import platform
-
-        from fashion_rerank.settings import cpu_quota
 
         cfg = self.cfg
         m = self.results.get("metrics", {})
@@ -484,14 +576,16 @@ class Demo:
         systems = m.get("systems", {"knn": {}, "reranked": {}})
         for key, lat in (("knn", before_ms), ("reranked", after_ms)):
             systems.setdefault(key, {})["latency_ms"] = {
-                "p50": percentile(lat, 50), "p95": percentile(lat, 95), "n": len(lat),
+                "p50": percentile(lat, 50),
+                "p95": percentile(lat, 95),
+                "n": len(lat),
                 "samples": [round(v, 2) for v in lat],
-                "measured_on": "replayed training traffic, no model current" if key == "knn"
+                "measured_on": "replayed training traffic, no model current"
+                if key == "knn"
                 else "held-out queries, promoted model current",
             }
         qsum = self.queryset.summary() if self.queryset else {}
-        qsum.update(replayed_requests=replay.get("requests"), replay_errors=replay.get("errors"),
-                    logged=replay.get("logged"))
+        qsum.update(replayed_requests=replay.get("requests"), replay_errors=replay.get("errors"), logged=replay.get("logged"))
         model = dict(refresh.get("model", {}))
         model.setdefault("version", refresh.get("promoted_version"))
         model["promoted"] = bool(refresh.get("promoted_version"))
@@ -504,8 +598,9 @@ class Demo:
             "The reference judge's rubric reads the same structured attributes (product type, colour, gender, usage, "
             "season) that the query generator builds its queries from, so the task is easier and the labels cleaner "
             "than with real shoppers and an LLM judge: read the lift as a demonstration that the pipeline works, not "
-            "as a forecast for production traffic." if reference else
-            "Labels come from an LLM judge; its agreement with human relevance judgments was not measured here.",
+            "as a forecast for production traffic."
+            if reference
+            else "Labels come from an LLM judge; its agreement with human relevance judgments was not measured here.",
             "The queries are generated from catalog vocabulary (seeded), not real shopper traffic.",
             f"Recall@10 is relative to the judged pool: only the top {cfg.top_k} kNN candidates of each held-out query "
             "were graded, so relevant products retrieval missed are not counted.",
@@ -514,29 +609,48 @@ class Demo:
             f"queries) sent at the same concurrency ({cfg.concurrency}) with the same top_k ({cfg.top_k}).",
         ]
         if not model["promoted"]:
-            caveats.insert(0, "The promotion gate did NOT promote the trained model, so the 'reranked' figures are the "
-                              "sidecar's kNN order: " + str(model.get("promotion_reason") or refresh.get("reason", "")))
+            caveats.insert(
+                0,
+                "The promotion gate did NOT promote the trained model, so the 'reranked' figures are the "
+                "sidecar's kNN order: " + str(model.get("promotion_reason") or refresh.get("reason", "")),
+            )
         if meas.get("not_reranked"):
             caveats.append(f"{meas['not_reranked']} held-out searches came back in kNN order (fail-open) and count as such.")
         index = self.results.get("index", {})
         return {
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} ({cpu_quota()} CPUs, Python {platform.python_version()})",
-            "catalog": {"name": f"{cfg.catalog} (bundled Myntra Fashion Product Images)" if cfg.catalog == "myntra" else cfg.catalog,
-                        "products": len(self.products), "alias": self.alias, "index": index.get("index"),
-                        "index_mode": index.get("mode"), "opensearch_url": self.os_settings.url},
+            "catalog": {
+                "name": f"{cfg.catalog} (bundled Myntra Fashion Product Images)" if cfg.catalog == "myntra" else cfg.catalog,
+                "products": len(self.products),
+                "alias": self.alias,
+                "index": index.get("index"),
+                "index_mode": index.get("mode"),
+                "opensearch_url": self.os_settings.url,
+            },
             "queries": qsum,
-            "judge": {"name": "fashion-rerank judge-server" if reference else "LLM judge (OPENAI_BASE_URL)",
-                      "model": meas.get("judge_model"), "reference_rubric": reference, "base_url": meas.get("base_url"),
-                      "prompt_version": refresh.get("prompt_version")},
-            "judged_pairs": {"train": judged_train, "held_out": judged_held,
-                             "total": (judged_train or 0) + judged_held},
+            "judge": {
+                "name": "fashion-rerank judge-server" if reference else "LLM judge (OPENAI_BASE_URL)",
+                "model": meas.get("judge_model"),
+                "reference_rubric": reference,
+                "base_url": meas.get("base_url"),
+                "prompt_version": refresh.get("prompt_version"),
+            },
+            "judged_pairs": {"train": judged_train, "held_out": judged_held, "total": (judged_train or 0) + judged_held},
             "model": model,
             "refresh": {k: v for k, v in refresh.items() if k not in ("model",)},
-            "evaluation": {"queries": m.get("queries", len(calls)), "searched": len(calls),
-                           "queries_without_relevant": m.get("queries_without_relevant"), "candidates_per_query": cfg.top_k, "top_k": cfg.top_k, "top_n": cfg.top_n,
-                           "concurrency": cfg.concurrency, "relevant_grade": m.get("relevant_grade", 2),
-                           "bootstrap": m.get("bootstrap"), "grading": grading},
+            "evaluation": {
+                "queries": m.get("queries", len(calls)),
+                "searched": len(calls),
+                "queries_without_relevant": m.get("queries_without_relevant"),
+                "candidates_per_query": cfg.top_k,
+                "top_k": cfg.top_k,
+                "top_n": cfg.top_n,
+                "concurrency": cfg.concurrency,
+                "relevant_grade": m.get("relevant_grade", 2),
+                "bootstrap": m.get("bootstrap"),
+                "grading": grading,
+            },
             "systems": systems,
             "significance": m.get("significance", {}),
             "ideal": m.get("ideal", {}),
@@ -557,7 +671,6 @@ class Demo:
         grades = self.results.get("measure", {}).get("grades", {})
         if not per_q:
             return []
-        from labeling.sampling import normalise_query
 
         ranked = sorted(per_q, key=lambda q: (per_q[q]["reranked"] - per_q[q]["knn"], q), reverse=True)
         picks: list[str] = []
@@ -570,10 +683,15 @@ class Demo:
             hits = calls[q]["hits"]
             nq = normalise_query(q)
 
-            def row(h: dict) -> dict:
+            def row(h: dict, nq: str = nq) -> dict:
                 p = h["product"]
-                return {"id": h["id"], "title": p.get("title", ""), "grade": grades.get((nq, h["id"])),
-                        "knn_rank": h["retrieval_rank"], "rerank_score": round(h["rerank_score"], 4)}
+                return {
+                    "id": h["id"],
+                    "title": p.get("title", ""),
+                    "grade": grades.get((nq, h["id"])),
+                    "knn_rank": h["retrieval_rank"],
+                    "rerank_score": round(h["rerank_score"], 4),
+                }
 
             knn = sorted(hits, key=lambda h: h["retrieval_rank"])[:5]
             rr = sorted(hits, key=lambda h: h["rank"])[:5]
@@ -581,7 +699,6 @@ class Demo:
         return out
 
     def step_report(self, steps: Steps) -> dict:
-        from demo.report import write_report
 
         self.summary = self.build_summary(steps)
         self.paths = write_report(self.summary, self.cfg.out)
@@ -593,12 +710,14 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     Raises DemoError with a message that says what to do; stops what it started unless `cfg.keep_running`.
     """
-    from demo.report import render_markdown
 
     demo = Demo(cfg)
     steps = Steps(Demo.STEPS)
-    print(f"fashion-rerank demo: catalog {cfg.catalog} ({'all products' if cfg.limit is None else f'first {cfg.limit} products'}), "
-          f"{cfg.queries} generated queries, alias {demo.alias!r}, OpenSearch {demo.os_settings.url}", flush=True)
+    print(
+        f"fashion-rerank demo: catalog {cfg.catalog} ({'all products' if cfg.limit is None else f'first {cfg.limit} products'}), "
+        f"{cfg.queries} generated queries, alias {demo.alias!r}, OpenSearch {demo.os_settings.url}",
+        flush=True,
+    )
     ok = False
     try:
         demo.preflight()
@@ -631,19 +750,31 @@ def run_demo(cfg: DemoConfig) -> dict:
         print("\nheld-out queries        nDCG@10  MRR@10  Recall@10  Search p50/p95 ms")
         for key, label in (("knn", "kNN order"), ("reranked", "reranked")):
             x = sysm[key]
-            print(f"  {label:<21} {x['ndcg@10']['value']:.3f}   {x['mrr@10']['value']:.3f}   {x['recall@10']['value']:.3f}"
-                  f"      {x['latency_ms']['p50'] or 0:.0f} / {x['latency_ms']['p95'] or 0:.0f}")
+            print(
+                f"  {label:<21} {x['ndcg@10']['value']:.3f}   {x['mrr@10']['value']:.3f}   {x['recall@10']['value']:.3f}"
+                f"      {x['latency_ms']['p50'] or 0:.0f} / {x['latency_ms']['p95'] or 0:.0f}"
+            )
         judge = "reference rubric judge (not an LLM)" if s["judge"]["reference_rubric"] else f"LLM {s['judge']['model']}"
         print(f"labels: {judge}; {s['judged_pairs']['total']} judged pairs; base model {s['model'].get('base_model')}")
         print(f"\nreport:  {demo.paths['report']}\nsummary: {demo.paths['summary']}\nchart:   {demo.paths['chart']}")
     return demo.summary
 
+
 # ---------------------------------------------------------------------------------------------- CLI
+
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     keep = bool(args.keep_running) or os.environ.get("KEEP_RUNNING", "") not in ("", "0", "false", "no")
     return DemoConfig(
-        limit=args.limit, queries=args.queries, out=Path(args.out), keep_running=keep, alias=args.alias,
-        grpc_port=args.grpc_port, metrics_port=args.metrics_port, judge_port=args.judge_port,
-        epochs=args.epochs, seed=args.seed, work=Path(args.work),
+        limit=args.limit,
+        queries=args.queries,
+        out=Path(args.out),
+        keep_running=keep,
+        alias=args.alias,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        judge_port=args.judge_port,
+        epochs=args.epochs,
+        seed=args.seed,
+        work=Path(args.work),
     )

@@ -12,7 +12,17 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tqdm import tqdm
+
+from reranker.client import RerankerClient
 
 #: Free disk space the demo wants before it starts (index ~0.5 GB, model versions ~0.1 GB each,
 #: OpenSearch download ~0.43 GB when not cached, logs).
@@ -23,8 +33,8 @@ class DemoError(RuntimeError):
     """A step could not run; the message says what to do. The demo exits with code 2."""
 
 
-
 # -------------------------------------------------------------------------------------------- checks
+
 
 def check_disk(paths: list[Path], need: int = MIN_FREE_BYTES) -> None:
     """Raise DemoError when a folder the demo writes to has less than `need` bytes free."""
@@ -84,6 +94,7 @@ def claim_port(port: int, what: str, flag: str) -> int:
 
 # ------------------------------------------------------------------------------------------ processes
 
+
 class Background:
     """A child process of the demo with its output in a log file; stopped with SIGTERM, then SIGKILL."""
 
@@ -92,8 +103,9 @@ class Background:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -124,12 +136,12 @@ def percentile(values: list[float], q: float) -> float | None:
     """The q-th percentile (0-100, linear interpolation, numpy's default) or None for no values."""
     if not values:
         return None
-    import numpy as np
 
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 # --------------------------------------------------------------------------------------- the sidecar
+
 
 def external_judge() -> bool:
     """True when OPENAI_BASE_URL and OPENAI_API_KEY are both set: grade with that (real) LLM instead of the
@@ -142,16 +154,16 @@ def wait_serving(target: str, proc: Background | None, timeout_s: float = 240.0)
 
     Raises DemoError with the end of the process log when the process exits or `timeout_s` passes.
     """
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc is not None and not proc.alive():
-                raise DemoError(f"the {proc.name} exited with code {proc.proc.returncode} while starting; end of its "
-                                f"log ({proc.log_path}):\n{proc.tail()}")
+                raise DemoError(
+                    f"the {proc.name} exited with code {proc.proc.returncode} while starting; end of its "
+                    f"log ({proc.log_path}):\n{proc.tail()}"
+                )
             try:
                 resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
                 if resp.status == health_pb2.HealthCheckResponse.SERVING:
@@ -166,22 +178,24 @@ def wait_serving(target: str, proc: Background | None, timeout_s: float = 240.0)
 def _hit_dict(hit) -> dict:
     """A SearchHit message -> {id, rank, retrieval_rank, retrieval_score, rerank_score, product: {fields}}."""
     fields = {f.name: getattr(hit.product, f.name) for f in hit.product.DESCRIPTOR.fields}
-    return {"id": hit.id, "rank": hit.rank, "retrieval_rank": hit.retrieval_rank,
-            "retrieval_score": hit.retrieval_score, "rerank_score": hit.rerank_score, "product": fields}
+    return {
+        "id": hit.id,
+        "rank": hit.rank,
+        "retrieval_rank": hit.retrieval_rank,
+        "retrieval_score": hit.retrieval_score,
+        "rerank_score": hit.rerank_score,
+        "product": fields,
+    }
 
 
-def search_many(target: str, queries: list[str], top_k: int, top_n: int, concurrency: int, label: str = "search",
-                keep_hits: bool = False) -> list[dict]:
+def search_many(
+    target: str, queries: list[str], top_k: int, top_n: int, concurrency: int, label: str = "search", keep_hits: bool = False
+) -> list[dict]:
     """Send each query through the sidecar's `Search` RPC with `concurrency` client threads.
 
     Returns one dict per query, in input order: {query, ok, ms (client wall time), reranked, model_version,
     error, hits (when keep_hits: see `_hit_dict`)}. Errors are recorded, not raised.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    from reranker.client import RerankerClient
 
     client = RerankerClient(target)
 
@@ -190,19 +204,40 @@ def search_many(target: str, queries: list[str], top_k: int, top_n: int, concurr
         try:
             resp = client.search(q, top_k=top_k, top_n=top_n)
         except Exception as exc:  # noqa: BLE001 - recorded per call
-            return {"query": q, "ok": False, "ms": (time.perf_counter() - t) * 1000, "error": str(exc)[:300],
-                    "reranked": False, "model_version": ""}
+            return {
+                "query": q,
+                "ok": False,
+                "ms": (time.perf_counter() - t) * 1000,
+                "error": str(exc)[:300],
+                "reranked": False,
+                "model_version": "",
+            }
         ms = (time.perf_counter() - t) * 1000
-        out = {"query": q, "ok": True, "ms": ms, "reranked": bool(resp.reranked), "model_version": resp.model_version,
-               "error": ""}
+        out = {
+            "query": q,
+            "ok": True,
+            "ms": ms,
+            "reranked": bool(resp.reranked),
+            "model_version": resp.model_version,
+            "error": "",
+        }
         if keep_hits:
             out["hits"] = [_hit_dict(h) for h in resp.hits]
         return out
 
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=label) as pool:
-            return list(tqdm(pool.map(one, queries), total=len(queries), desc=f"      {label}", unit="req",
-                             file=sys.stdout, mininterval=2.0, dynamic_ncols=True))
+            return list(
+                tqdm(
+                    pool.map(one, queries),
+                    total=len(queries),
+                    desc=f"      {label}",
+                    unit="req",
+                    file=sys.stdout,
+                    mininterval=2.0,
+                    dynamic_ncols=True,
+                )
+            )
     finally:
         with contextlib.suppress(Exception):
             client.close()
@@ -226,14 +261,13 @@ def wait_log_lines(path: Path, want: int, timeout_s: float = 30.0) -> int:
 
 def wait_http(url: str, proc: Background | None, timeout_s: float = 60.0) -> None:
     """Wait until GET `url` answers 200; DemoError with the process log tail when it exits or times out."""
-    import urllib.error
-    import urllib.request
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
-            raise DemoError(f"the {proc.name} exited with code {proc.proc.returncode}; end of its log "
-                            f"({proc.log_path}):\n{proc.tail()}")
+            raise DemoError(
+                f"the {proc.name} exited with code {proc.proc.returncode}; end of its log ({proc.log_path}):\n{proc.tail()}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -246,7 +280,6 @@ def wait_http(url: str, proc: Background | None, timeout_s: float = 60.0) -> Non
 
 def wait_model(target: str, version: str, proc: Background | None, timeout_s: float = 180.0) -> None:
     """Wait until the sidecar's Search reports `version` as its model (it polls the registry and hot-swaps)."""
-    from reranker.client import RerankerClient
 
     deadline = time.monotonic() + timeout_s
     last = ""
@@ -260,8 +293,10 @@ def wait_model(target: str, version: str, proc: Background | None, timeout_s: fl
                 if resp.reranked and resp.model_version == version:
                     return
             time.sleep(1.0)
-    raise DemoError(f"the sidecar did not switch to the promoted model {version} within {timeout_s:.0f} s "
-                    f"(it serves {last or 'no model'}); see {proc.log_path if proc else 'its log'}")
+    raise DemoError(
+        f"the sidecar did not switch to the promoted model {version} within {timeout_s:.0f} s "
+        f"(it serves {last or 'no model'}); see {proc.log_path if proc else 'its log'}"
+    )
 
 
 def run_streaming(cmd: list[str], env: dict[str, str], log_path: Path, progress_every_s: float = 10.0) -> int:
@@ -285,7 +320,7 @@ def run_streaming(cmd: list[str], env: dict[str, str], log_path: Path, progress_
                     cut = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
                     if cut < 0:
                         break
-                    piece, end, buf = buf[:cut], buf[cut:cut + 1], buf[cut + 1:]
+                    piece, end, buf = buf[:cut], buf[cut : cut + 1], buf[cut + 1 :]
                     text = piece.decode("utf-8", errors="replace").rstrip()
                     if not text:
                         continue

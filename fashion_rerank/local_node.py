@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +27,6 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from fashion_rerank.settings import NodeSettings, cache_root
 
@@ -76,8 +76,6 @@ MODULES: dict[str, tuple[dict[str, str], list[str], str]] = {
 
 class NodeError(RuntimeError):
     """The local node could not be fetched, installed, started or stopped; the message says what to do."""
-
-
 
 
 @dataclass
@@ -139,16 +137,19 @@ def _service_user() -> tuple[int, int] | None:
     except KeyError:
         proc = subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
-            raise NodeError(f"OpenSearch cannot run as root and creating user {SERVICE_USER} failed: {proc.stderr.strip()}")
+            raise NodeError(
+                f"OpenSearch cannot run as root and creating user {SERVICE_USER} failed: {proc.stderr.strip()}"
+            ) from None
         pw = pwd.getpwnam(SERVICE_USER)
     return pw.pw_uid, pw.pw_gid
 
 
 def _chown_tree(path: Path, ids: tuple[int, int]) -> None:
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, _dirnames, filenames in os.walk(path):
         os.chown(dirpath, *ids)
         for name in filenames:
             os.chown(os.path.join(dirpath, name), *ids, follow_symlinks=False)
@@ -168,6 +169,7 @@ def plugin_sets(spec: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- fetch
+
 
 def _artifact_file(artifact: str) -> str:
     group, name, version, ext = artifact.split(":")
@@ -217,8 +219,16 @@ def fetch_jars(coords: list[str], target: Path) -> list[Path]:
     )
     print(f"fetching {len(coords)} module jars from Maven Central ...", flush=True)
     proc = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", "-DexcludeTransitive=true",
-         f"-DoutputDirectory={target}"],
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            "-DexcludeTransitive=true",
+            f"-DoutputDirectory={target}",
+        ],
         capture_output=True,
         text=True,
     )
@@ -236,14 +246,22 @@ def _install_module(name: str, home: Path, downloads: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for jar in jars:
         shutil.copy2(jar, dest / jar.name)
-    props = dict(descriptor, version=OPENSEARCH_VERSION, **{
-        "opensearch.version": OPENSEARCH_VERSION, "java.version": "11", "extended.plugins": "",
-        "has.native.controller": "false"})
+    props = dict(
+        descriptor,
+        version=OPENSEARCH_VERSION,
+        **{
+            "opensearch.version": OPENSEARCH_VERSION,
+            "java.version": "11",
+            "extended.plugins": "",
+            "has.native.controller": "false",
+        },
+    )
     (dest / "plugin-descriptor.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     (dest / "plugin-security.policy").write_text(policy)
 
 
 # -------------------------------------------------------------------------------------------- install
+
 
 def _java_home(settings: NodeSettings) -> str:
     """Find a JDK >= 11 for OpenSearch 2.19 (FR_NODE_JAVA_HOME, OPENSEARCH_JAVA_HOME, JAVA_HOME, PATH)."""
@@ -323,7 +341,6 @@ def _write_config(paths: NodePaths, settings: NodeSettings) -> None:
     (paths.home / "config" / "opensearch.yml").write_text("\n".join(lines) + "\n")
     jvm = paths.home / "config" / "jvm.options"
     text = jvm.read_text()
-    import re
 
     text = re.sub(r"^-Xms\S+$", f"-Xms{settings.heap}", text, flags=re.M)
     text = re.sub(r"^-Xmx\S+$", f"-Xmx{settings.heap}", text, flags=re.M)
@@ -331,6 +348,7 @@ def _write_config(paths: NodePaths, settings: NodeSettings) -> None:
 
 
 # ------------------------------------------------------------------------------------------- control
+
 
 def _url(settings: NodeSettings) -> str:
     return f"http://{settings.host}:{settings.port}"
@@ -461,8 +479,7 @@ def _wait_ready(url: str, wanted: set[str], timeout_s: float, started: tuple | N
     while time.monotonic() < deadline:
         if started is not None and started[0].poll() is not None:
             raise NodeError(
-                f"OpenSearch exited with code {started[0].returncode} while starting; end of its log:\n"
-                f"{_log_tail(started[1])}"
+                f"OpenSearch exited with code {started[0].returncode} while starting; end of its log:\n{_log_tail(started[1])}"
             )
         health = _get(f"{url}/_cluster/health?wait_for_status=yellow&timeout=2s", timeout=5)
         if health and health.get("status") in ("yellow", "green") and wanted <= installed_plugins(url):

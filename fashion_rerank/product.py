@@ -69,6 +69,7 @@ class Product:
 
         Unknown keys are ignored; values are converted to stripped strings, None/NaN to "".
         """
+
         def clean(v: Any) -> str:
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 return ""

@@ -108,7 +108,7 @@ class ModelRegistry:
         """
         history = []
         if (self.dir / "history.jsonl").exists():
-            history = [json.loads(l) for l in (self.dir / "history.jsonl").read_text().splitlines() if l.strip()]
+            history = [json.loads(line) for line in (self.dir / "history.jsonl").read_text().splitlines() if line.strip()]
         cur = self.current()
         for entry in reversed(history):
             if entry.get("version") == cur and entry.get("action") == "promote" and entry.get("previous"):

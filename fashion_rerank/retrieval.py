@@ -96,13 +96,19 @@ def knn_search(
     kwargs = {"request_timeout": timeout_s} if timeout_s else {}
     resp = client.search(index=index, body=body, **kwargs)
     return [
-        Hit(id=h["_id"], score=float(h["_score"]) if h.get("_score") is not None and math.isfinite(h["_score"]) else 0.0,
-            rank=i + 1, source=h.get("_source", {}))
+        Hit(
+            id=h["_id"],
+            score=float(h["_score"]) if h.get("_score") is not None and math.isfinite(h["_score"]) else 0.0,
+            rank=i + 1,
+            source=h.get("_source", {}),
+        )
         for i, h in enumerate(resp["hits"]["hits"])
     ]
 
 
-def text_search(client, index: str, encoder, query: str, k: int, filters: Mapping[str, Any] | None = None, timeout_s: float | None = None) -> list[Hit]:
+def text_search(
+    client, index: str, encoder, query: str, k: int, filters: Mapping[str, Any] | None = None, timeout_s: float | None = None
+) -> list[Hit]:
     """Embed `query` with the bi-encoder `encoder` and return the top-`k` kNN hits (see `knn_search`)."""
     if not query or not query.strip():
         raise ValueError("query text is empty")

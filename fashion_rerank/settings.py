@@ -189,7 +189,7 @@ class NodeSettings(BaseSettings):
 
 # ---------------------------------------------------------------- the sidecar
 # Settings of the sidecar (`FR_SERVE_*` environment variables or the `FASHION_RERANK_CONFIG` file).
-# 
+#
 # Where the defaults come from:
 # - `sub_batch = 25`: length-sorted sub-batches of 25 were the fastest torch fp32 configuration for
 #   100 pairs of ~76 tokens on 2 cores, and needed the least memory (docs/reference/cpu-measurements.md#sub-batches-and-padding); `sub_batch_tokens = 2048` (about 25 x 80) lets shorter pairs fill a pass to the same work.
@@ -217,15 +217,21 @@ class ServeSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, le=65535, description="HTTP front (reranker.http_front), started when > 0")
     # HTTP front extras (reranker.http_front): bearer-token auth, TLS, request size
-    http_api_key: SecretStr | None = Field(None, description="HTTP front: require `Authorization: Bearer <key>`; unset/empty = no auth")
+    http_api_key: SecretStr | None = Field(
+        None, description="HTTP front: require `Authorization: Bearer <key>`; unset/empty = no auth"
+    )
     http_tls_cert: Path | None = Field(None, description="HTTP front: PEM certificate file; with http_tls_key it serves HTTPS")
     http_tls_key: Path | None = Field(None, description="HTTP front: PEM private key file of http_tls_cert")
-    http_max_body_bytes: int = Field(2_000_000, gt=0, description="HTTP front: largest request body (TEI's --payload-limit default)")
+    http_max_body_bytes: int = Field(
+        2_000_000, gt=0, description="HTTP front: largest request body (TEI's --payload-limit default)"
+    )
 
     # -- limits
     max_documents: int = Field(1000, gt=0, description="documents per Rerank request / top_k per Search")
     max_text_chars: int = Field(20_000, gt=0, description="characters per query or document text")
-    max_message_bytes: int = Field(16 * 1024 * 1024, gt=1024, description="gRPC max send/receive message size (server and client)")
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, gt=1024, description="gRPC max send/receive message size (server and client)"
+    )
 
     # -- scoring core
     backend: str = Field("torch", description="model backend (reranker.backends): torch")
@@ -270,16 +276,16 @@ class ServeSettings(BaseSettings):
 
 # ---------------------------------------------------------------- the labeling job
 # Settings of the labeling job (`FR_LABEL_*`), with the judge endpoint read the openai client's way.
-# 
+#
 # The judge is any OpenAI-compatible Chat Completions server. Its endpoint and credentials come from the
 # usual variables, so an existing OpenAI / vLLM / Ollama / gateway setup works unchanged:
-# 
+#
 # - `OPENAI_BASE_URL` (or `FR_LABEL_BASE_URL`)   e.g. `http://127.0.0.1:8088/v1` for `fashion-rerank judge-server`
 # - `OPENAI_API_KEY`  (or `FR_LABEL_API_KEY`)    a placeholder is sent when neither is set (the reference judge
 #                                                needs none; a real provider answers 401, which stops the job)
 # - `OPENAI_ORG_ID`   (or `FR_LABEL_ORGANIZATION`)
 # - `FR_LABEL_JUDGE_MODEL`                       default `reference-rubric-v1`, the shipped rubric judge (not an LLM)
-# 
+#
 # Training defaults come from docs/reference/training-calibration.md#defaults-that-follow: on the Myntra catalog a fresh head
 # starts about 8% below kNN order; 5,000 pairs at lr 5e-5 for 3 epochs gave +16.6% nDCG@10, while small or
 # short runs lost to kNN. Hence lr 5e-5, 3 epochs, batch 32 by default.
@@ -301,7 +307,8 @@ class LabelSettings(BaseSettings):
 
     # -- judge endpoint (OpenAI-compatible)
     base_url: str | None = Field(
-        None, validation_alias=AliasChoices("FR_LABEL_BASE_URL", "OPENAI_BASE_URL"),
+        None,
+        validation_alias=AliasChoices("FR_LABEL_BASE_URL", "OPENAI_BASE_URL"),
         description="Chat Completions base URL ending in /v1; None: the openai client's default (api.openai.com)",
     )
     api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("FR_LABEL_API_KEY", "OPENAI_API_KEY"))
@@ -330,7 +337,9 @@ class LabelSettings(BaseSettings):
     query_log: str = Field("ubi_queries", description="UBI ubi_queries-shaped OpenSearch index, or a .jsonl path")
     queries_per_run: int = Field(200, ge=1, description="new queries sampled per run")
     tail_share: float = Field(0.3, ge=0, le=1, description="share of sampled queries drawn uniformly from the tail")
-    head_traffic_share: float = Field(0.5, gt=0, le=1, description="the head: most frequent queries covering this share of traffic")
+    head_traffic_share: float = Field(
+        0.5, gt=0, le=1, description="the head: most frequent queries covering this share of traffic"
+    )
     dev_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     split_salt: str = Field("fr-split-v1", description="salt of the query-level split hash; changing it reshuffles splits")
@@ -340,7 +349,9 @@ class LabelSettings(BaseSettings):
 
     # -- training (calibrated CPU defaults, see module docstring)
     base_model: str | None = Field(None, description="None: FR_MODEL_CROSS_ENCODER_BASE (packaged all-MiniLM-L6-v2)")
-    loss: Literal["bce", "lambda"] = Field("bce", description="bce: BinaryCrossEntropyLoss on grade/3; lambda: LambdaLoss listwise")
+    loss: Literal["bce", "lambda"] = Field(
+        "bce", description="bce: BinaryCrossEntropyLoss on grade/3; lambda: LambdaLoss listwise"
+    )
     learning_rate: float = Field(5e-5, gt=0)
     epochs: float = Field(3, gt=0)
     batch_size: int = Field(32, ge=1)
@@ -348,8 +359,11 @@ class LabelSettings(BaseSettings):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with linear warmup (passed as warmup_steps)")
     seed: int = 42
     train_threads: int | None = Field(
-        None, ge=1, description="torch threads for training and evaluation; None: FR_MODEL_THREADS or the CPU quota. "
-        "On an oversubscribed machine 1 thread can be several times faster than 2 (OpenMP barriers under contention)")
+        None,
+        ge=1,
+        description="torch threads for training and evaluation; None: FR_MODEL_THREADS or the CPU quota. "
+        "On an oversubscribed machine 1 thread can be several times faster than 2 (OpenMP barriers under contention)",
+    )
     min_train_pairs: int = Field(200, ge=1, description="refuse to train on fewer labeled train pairs")
 
     # -- promotion gate
@@ -386,4 +400,3 @@ class JudgeServerSettings(BaseSettings):
     port: int = Field(8088, ge=0, le=65535, description="0 picks a free port")
     model: str = Field("reference-rubric-v1", description="the model name it answers to")
     faults: str = ""
-

@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
+from opensearchpy import helpers
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +61,6 @@ def read_query_log(path_or_index: str | Path, client=None) -> Iterator[dict]:
                 except json.JSONDecodeError as exc:
                     log.warning("query log %s line %d: %s", path_or_index, n, exc.msg)
         return
-    from opensearchpy import helpers
 
     for hit in helpers.scan(client, index=str(path_or_index), query={"query": {"match_all": {}}}, preserve_order=False):
         yield hit["_source"]

@@ -86,7 +86,7 @@ def bulk_results(
         yield_ok=True,
         request_timeout=request_timeout_s,
     ):
-        (op, info), = item.items()
+        ((op, info),) = item.items()
         status = int(info.get("status", 0) or 0)
         yield BulkResult(
             id=str(info.get("_id", "")),

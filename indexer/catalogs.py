@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -76,6 +77,7 @@ def _validated(rows: Iterable[tuple[int, Product | Skipped]], out: CatalogRead, 
 
 # --------------------------------------------------------------------------------------------- Myntra
 
+
 def myntra_brand(title: str) -> str:
     """The brand of a Myntra display name: the words before the first gender word ("Peter England Men
     Party Blue Jeans" -> "Peter England"); "" when no gender word follows the first word."""
@@ -107,9 +109,7 @@ def _myntra_rows(lines: Iterable[str]) -> Iterator[tuple[int, Product | Skipped]
             "season": _clean(rec.get("season")),
             "brand": myntra_brand(title),
         }
-        yield rownum, Product(
-            id=_clean(rec.get("id")), title=title, attributes={k: v for k, v in attrs.items() if v}
-        )
+        yield rownum, Product(id=_clean(rec.get("id")), title=title, attributes={k: v for k, v in attrs.items() if v})
 
 
 def read_myntra(path: str | Path | None = None, limit: int | None = None) -> CatalogRead:
@@ -165,6 +165,7 @@ def read_hm(path: str | Path, limit: int | None = None) -> CatalogRead:
 
 
 # -------------------------------------------------------------------------------------------- generic
+
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
@@ -237,6 +238,7 @@ def read_generic(
     path = Path(path)
     mapping = dict(mapping or {})
     if to_product is None:
+
         def to_product(rec: Mapping[str, Any]) -> Product:
             get = lambda f: _clean(rec.get(mapping.get(f, f)))  # noqa: E731
             attrs = {k: get(k) for k in ATTRIBUTE_FIELDS if get(k)}
@@ -256,7 +258,6 @@ def open_catalog(spec: str, limit: int | None = None, mapping: str | None = None
 
     Raises FileNotFoundError / ValueError with a readable message for a missing file or bad format.
     """
-    import os
 
     if spec == "myntra":
         return read_myntra(limit=limit)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+from opensearchpy.exceptions import TransportError
 
 from fashion_rerank.product import ATTRIBUTE_FIELDS
 from fashion_rerank.retrieval import VECTOR_FIELD, knn_search
@@ -27,8 +29,6 @@ META_KEY = "fashion_rerank"
 #: strftime of the version suffix; lexical order == time order.
 TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S-%f"
 _SUFFIX_RE = r"\d{8}-\d{6}-\d{6}"
-
-
 
 
 class IndexLifecycleError(RuntimeError):
@@ -44,6 +44,7 @@ class IndexSetupError(IndexLifecycleError):
 
 
 # ------------------------------------------------------------------------------------------- mapping
+
 
 def build_index_body(dimension: int, settings: IndexSettings | None = None, refresh_interval: str | None = "-1") -> dict:
     """Settings + mappings of a products index for vectors of `dimension` floats.
@@ -111,9 +112,6 @@ def native_engine_available(client, engine: str = "faiss") -> bool | None:
     library is missing (the local dev node installed from Maven Central), True when every visible node
     has it, None when no node's home is visible here (a remote cluster: nothing can be said).
     """
-    from pathlib import Path
-
-    from opensearchpy.exceptions import TransportError
 
     try:
         nodes = client.nodes.info(metric="settings", filter_path="nodes.*.settings.path.home").get("nodes", {})
@@ -156,8 +154,9 @@ def create_index(client, name: str, dimension: int, settings: IndexSettings | No
             f"index {name!r} was created without index.knn=true (got {knn!r}); is the k-NN plugin installed "
             "on this cluster? (`fashion-rerank opensearch status` lists the plugins of the local node)"
         )
-    client.cluster.health(index=name, wait_for_status="yellow", timeout=f"{int(s.request_timeout_s)}s",
-                          request_timeout=s.request_timeout_s + 5)
+    client.cluster.health(
+        index=name, wait_for_status="yellow", timeout=f"{int(s.request_timeout_s)}s", request_timeout=s.request_timeout_s + 5
+    )
 
 
 def index_dimension(client, index: str) -> int:
@@ -168,6 +167,7 @@ def index_dimension(client, index: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------- aliases
+
 
 def check_alias_name(client, alias: str) -> None:
     """Raise AliasConflictError when a concrete index (not an alias) is named `alias`."""
@@ -197,8 +197,7 @@ def current_index(client, alias: str) -> str | None:
 def managed_indices(client, alias: str) -> list[str]:
     """Versioned indices `<alias>-<timestamp>` of this alias, oldest first."""
     pattern = re.compile(rf"^{re.escape(alias)}-{_SUFFIX_RE}$")
-    found = client.indices.get(index=f"{alias}-*", expand_wildcards="open,closed", ignore_unavailable=True,
-                               allow_no_indices=True)
+    found = client.indices.get(index=f"{alias}-*", expand_wildcards="open,closed", ignore_unavailable=True, allow_no_indices=True)
     return sorted(name for name in found if pattern.match(name))
 
 
@@ -278,8 +277,7 @@ def rollback_alias(client, alias: str) -> tuple[str, str]:
 
 def finish_build(client, index: str, refresh_interval: str, timeout_s: float) -> None:
     """Restore the live refresh interval on `index` and refresh it, so every document is searchable."""
-    client.indices.put_settings(index=index, body={"index": {"refresh_interval": refresh_interval}},
-                                request_timeout=timeout_s)
+    client.indices.put_settings(index=index, body={"index": {"refresh_interval": refresh_interval}}, request_timeout=timeout_s)
     client.indices.refresh(index=index, request_timeout=timeout_s)
 
 

@@ -22,6 +22,7 @@ searchable (the index was refreshed).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
@@ -32,10 +33,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+from opensearchpy import helpers
+from tqdm import tqdm
 
+from fashion_rerank.embedding import EmbeddingCache, embed_with_cache, load_bi_encoder
+from fashion_rerank.opensearch import make_client
 from fashion_rerank.product import Product, rerank_text, text_hash
 from fashion_rerank.retrieval import VECTOR_FIELD
-from fashion_rerank.settings import IndexSettings
+from fashion_rerank.settings import IndexSettings, OpenSearchSettings
 from indexer.bulk import BulkResult, bulk_results
 from indexer.catalogs import Skipped, open_catalog
 from indexer.index import (
@@ -165,7 +170,6 @@ def cpu_has_bf16() -> bool:
 
 def _precision(encoder, mode: str):
     """Context manager for the embedding step: CPU bf16 autocast when `mode` asks for it (see IndexSettings)."""
-    import contextlib
 
     device = str(getattr(getattr(encoder, "_model", None), "device", "cpu"))
     if mode == "off" or not device.startswith("cpu") or (mode == "auto" and not cpu_has_bf16()):
@@ -183,19 +187,24 @@ def _chunks(items: Iterable[Product], size: int) -> Iterator[list[Product]]:
 
 def _existing_hashes(client, index: str, timeout_s: float) -> dict[str, str]:
     """{_id: source_hash} of every document of `index` (scroll; "" for documents without the field)."""
-    from opensearchpy import helpers
 
     out: dict[str, str] = {}
-    for hit in helpers.scan(client, index=index, query={"query": {"match_all": {}}}, _source=["source_hash"],
-                            size=5000, request_timeout=timeout_s):
+    for hit in helpers.scan(
+        client, index=index, query={"query": {"match_all": {}}}, _source=["source_hash"], size=5000, request_timeout=timeout_s
+    ):
         out[hit["_id"]] = (hit.get("_source") or {}).get("source_hash", "")
     return out
 
 
 def _source_hash(product: Product, rerank_hash: str) -> str:
     """Hash of every indexed field of `product` (title, description, attributes, rerank_text hash)."""
-    fields = {"id": product.id, "title": product.title, "description": product.description,
-              "attributes": dict(sorted(product.attributes.items())), "text_hash": rerank_hash}
+    fields = {
+        "id": product.id,
+        "title": product.title,
+        "description": product.description,
+        "attributes": dict(sorted(product.attributes.items())),
+        "text_hash": rerank_hash,
+    }
     return text_hash(json.dumps(fields, sort_keys=True, ensure_ascii=False))
 
 
@@ -208,9 +217,15 @@ class _ChunkOutcome:
 
 def _send(client, actions: list[dict], s: IndexSettings) -> _ChunkOutcome:
     out = _ChunkOutcome()
-    for r in bulk_results(client, actions, chunk_docs=s.bulk_docs, max_retries=s.max_retries,
-                          initial_backoff_s=s.initial_backoff_s, max_backoff_s=s.max_backoff_s,
-                          request_timeout_s=s.request_timeout_s):
+    for r in bulk_results(
+        client,
+        actions,
+        chunk_docs=s.bulk_docs,
+        max_retries=s.max_retries,
+        initial_backoff_s=s.initial_backoff_s,
+        max_backoff_s=s.max_backoff_s,
+        request_timeout_s=s.request_timeout_s,
+    ):
         _count(out, r)
     return out
 
@@ -269,15 +284,6 @@ def run_index(
         opensearchpy exceptions: the cluster cannot be reached or refuses a whole request.
         A full build that raises deletes its half-built index; the alias is untouched.
     """
-    from tqdm import tqdm
-
-    from fashion_rerank.embedding import (
-        EmbeddingCache,
-        embed_with_cache,
-        load_bi_encoder,
-    )
-    from fashion_rerank.opensearch import make_client
-    from fashion_rerank.settings import OpenSearchSettings
 
     t0 = time.perf_counter()
     s = settings or IndexSettings()
@@ -321,8 +327,14 @@ def run_index(
     summary.index = target
 
     smoke_vector: list[float] | None = None
-    bar = tqdm(total=limit, unit="products", desc=f"index {alias}", disable=None if progress else True,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=limit,
+        unit="products",
+        desc=f"index {alias}",
+        disable=None if progress else True,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     pending: Future | None = None
     swapped = False
 
@@ -392,8 +404,14 @@ def run_index(
         else:
             finish_build(client, target, s.refresh_interval, s.request_timeout_s)
             smoke_query(client, target, smoke_vector, timeout_s=s.request_timeout_s)
-            mark_complete(client, target, catalog=catalog_spec, documents=summary.indexed,
-                          dimension=dim, model=getattr(encoder, "cache_key", ""))
+            mark_complete(
+                client,
+                target,
+                catalog=catalog_spec,
+                documents=summary.indexed,
+                dimension=dim,
+                model=getattr(encoder, "cache_key", ""),
+            )
             swap_alias(client, alias, target, s.request_timeout_s)
             swapped = True
             summary.deleted_indices = apply_retention(client, alias, s.keep)

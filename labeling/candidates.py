@@ -34,8 +34,13 @@ def random_products(client, index: str, n: int, seed: int, exclude_ids: set[str]
     """`n` pseudo-random products [(id, source)], reproducible for a seed (`function_score` `random_score`)."""
     if n <= 0:
         return []
-    query: dict = {"function_score": {"query": {"match_all": {}}, "random_score": {"seed": seed, "field": "_seq_no"},
-                                      "boost_mode": "replace"}}
+    query: dict = {
+        "function_score": {
+            "query": {"match_all": {}},
+            "random_score": {"seed": seed, "field": "_seq_no"},
+            "boost_mode": "replace",
+        }
+    }
     if exclude_ids:
         query = {"bool": {"must": [query], "must_not": [{"ids": {"values": sorted(exclude_ids)}}]}}
     resp = client.search(index=index, body={"size": n, "query": query, "_source": {"excludes": [VECTOR_FIELD]}})

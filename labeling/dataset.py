@@ -53,8 +53,9 @@ def grade_counts(pairs: list[TrainPair]) -> dict[str, int]:
     return {g: c.get(g, 0) for g in ("0", "1", "2", "3")}
 
 
-def eval_queries(store: JudgmentStore, judge_model: str, prompt_version: str, split: str,
-                 catalog: str | None = None) -> list[EvalQuery]:
+def eval_queries(
+    store: JudgmentStore, judge_model: str, prompt_version: str, split: str, catalog: str | None = None
+) -> list[EvalQuery]:
     """Queries of `split` with their latest pool (for `catalog` if given) and qrels from labeled judgments.
 
     Queries whose pool has no labeled judgment are left out (nothing to measure).

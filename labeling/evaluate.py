@@ -24,11 +24,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fashion_rerank.settings import ModelSettings
 from labeling.dataset import EvalQuery
 
 #: Reported name -> ir-measures measure string.
-MEASURES: dict[str, str] = {"nDCG@10": "nDCG@10", "MRR@10": "RR(rel=2)@10", "Recall@10": "R(rel=2)@10",
-                            "Judged@10": "Judged@10"}
+MEASURES: dict[str, str] = {"nDCG@10": "nDCG@10", "MRR@10": "RR(rel=2)@10", "Recall@10": "R(rel=2)@10", "Judged@10": "Judged@10"}
 RELEVANT_GRADE = 2
 
 Scorer = Callable[[Sequence[tuple[str, str]]], np.ndarray]
@@ -73,8 +73,6 @@ def cross_encoder_scorer(model_path: str | Path, batch_size: int = 64, max_lengt
     """A scorer backed by a sentence-transformers CrossEncoder folder (`predict`, sigmoid scores in [0, 1])."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    from fashion_rerank.settings import ModelSettings
-
     model = CrossEncoder(str(model_path), max_length=max_length, device=ModelSettings().device)
 
     def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -83,7 +81,9 @@ def cross_encoder_scorer(model_path: str | Path, batch_size: int = 64, max_lengt
     return score
 
 
-def measure(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def measure(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """(mean per metric, per-query values per metric) over the queries of `run` that are in `qrels`."""
     import ir_measures
 
@@ -107,10 +107,16 @@ def paired_test(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
     keys = sorted(set(a) & set(b))
     x = np.array([a[k] for k in keys])
     y = np.array([b[k] for k in keys])
-    out: dict[str, Any] = {"n": len(keys), "mean_a": float(x.mean()) if keys else None,
-                           "mean_b": float(y.mean()) if keys else None,
-                           "mean_diff": float((y - x).mean()) if keys else None,
-                           "t": None, "p_ttest": None, "w": None, "p_wilcoxon": None}
+    out: dict[str, Any] = {
+        "n": len(keys),
+        "mean_a": float(x.mean()) if keys else None,
+        "mean_b": float(y.mean()) if keys else None,
+        "mean_diff": float((y - x).mean()) if keys else None,
+        "t": None,
+        "p_ttest": None,
+        "w": None,
+        "p_wilcoxon": None,
+    }
     if len(keys) < 2:
         return out
     d = y - x
@@ -132,8 +138,9 @@ def _finite(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def bootstrap_ci(values: Sequence[float], n_resamples: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of `values` (resampling queries with replacement).
 
     Returns (low, high); (nan, nan) for no values.
@@ -179,8 +186,10 @@ class Evaluation:
     def table(self) -> str:
         """A Markdown table of the systems' metrics."""
         names = list(MEASURES)
-        rows = [f"| system ({self.split}, {self.queries} queries) | " + " | ".join(names) + " | nDCG@10 95% CI |",
-                "|---|" + "---|" * (len(names) + 1)]
+        rows = [
+            f"| system ({self.split}, {self.queries} queries) | " + " | ".join(names) + " | nDCG@10 95% CI |",
+            "|---|" + "---|" * (len(names) + 1),
+        ]
         for s in self.systems.values():
             lo, hi = s.ndcg_ci95
             label = s.name + (f" ({s.model})" if s.model else "")
@@ -188,8 +197,9 @@ class Evaluation:
         return "\n".join(rows)
 
 
-def evaluate_queries(queries: Sequence[EvalQuery], systems: dict[str, tuple[str | None, Scorer | None]],
-                     split: str = "test") -> Evaluation:
+def evaluate_queries(
+    queries: Sequence[EvalQuery], systems: dict[str, tuple[str | None, Scorer | None]], split: str = "test"
+) -> Evaluation:
     """Evaluate systems on `queries`.
 
     Args:
@@ -209,8 +219,9 @@ def evaluate_queries(queries: Sequence[EvalQuery], systems: dict[str, tuple[str 
             std = float(np.std(scores)) if scores.size else 0.0
         agg, per = measure(qrels, run)
         nd = per["nDCG@10"]
-        out[name] = SystemEval(name=name, model=label, metrics=agg, ndcg_per_query=nd,
-                               ndcg_ci95=bootstrap_ci(list(nd.values())), score_std=std)
+        out[name] = SystemEval(
+            name=name, model=label, metrics=agg, ndcg_per_query=nd, ndcg_ci95=bootstrap_ci(list(nd.values())), score_std=std
+        )
     ev = Evaluation(split=split, queries=len(usable), queries_without_relevant=len(queries) - len(usable), systems=out)
     if "knn" in out:
         for name, s in out.items():

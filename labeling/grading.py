@@ -30,6 +30,8 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
 from fashion_rerank.settings import LabelSettings
 from labeling import prompts
 from labeling.store import Judgment, JudgmentStore
@@ -107,11 +109,15 @@ class GradingSummary:
             out.append("unlabeled by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(self.unlabeled.items())))
         if self.not_graded:
             out.append("not graded (left for the next run): " + ", ".join(f"{k} {v}" for k, v in sorted(self.not_graded.items())))
-        out.append(f"calls: {self.calls} ({self.retries} retries, {self.rate_limited_responses} rate-limited, "
-                   f"{self.deferred} pairs deferred)")
+        out.append(
+            f"calls: {self.calls} ({self.retries} retries, {self.rate_limited_responses} rate-limited, "
+            f"{self.deferred} pairs deferred)"
+        )
         budget = f" of budget ${self.budget_usd:.4f}" if self.budget_usd is not None else ""
-        out.append(f"tokens: {self.tokens_in} in, {self.tokens_out} out; cost ${self.cost_usd:.4f}{budget}"
-                   + (" — BUDGET REACHED, stopped" if self.budget_stopped else ""))
+        out.append(
+            f"tokens: {self.tokens_in} in, {self.tokens_out} out; cost ${self.cost_usd:.4f}{budget}"
+            + (" — BUDGET REACHED, stopped" if self.budget_stopped else "")
+        )
         out.append(f"speed: {self.pairs_per_s:.1f} pairs/s over {self.seconds:.1f} s")
         return out
 
@@ -149,8 +155,13 @@ class Grader:
         self._client = client
         self.progress = progress
         self.structured: bool = True
-        self.summary = GradingSummary(settings.judge_model, prompts.PROMPT_VERSION, settings.base_url,
-                                      settings.is_reference_judge(), budget_usd=settings.budget_usd)
+        self.summary = GradingSummary(
+            settings.judge_model,
+            prompts.PROMPT_VERSION,
+            settings.base_url,
+            settings.is_reference_judge(),
+            budget_usd=settings.budget_usd,
+        )
         self._inflight = 0
         self._answered_by_judge = 0
         self._rejected_in_a_row = 0
@@ -164,8 +175,14 @@ class Grader:
         key = self.s.api_key.get_secret_value() if self.s.api_key else None
         if not key and not os.environ.get("OPENAI_API_KEY"):
             key = "no-key-set"  # the reference judge ignores it; a real provider answers 401 -> JudgeConfigError
-        return AsyncOpenAI(base_url=self.s.base_url, api_key=key, organization=self.s.organization,
-                           timeout=self.s.timeout_s, max_retries=0, default_headers=self.s.extra_headers or None)
+        return AsyncOpenAI(
+            base_url=self.s.base_url,
+            api_key=key,
+            organization=self.s.organization,
+            timeout=self.s.timeout_s,
+            max_retries=0,
+            default_headers=self.s.extra_headers or None,
+        )
 
     def _is_transient(self, exc: BaseException) -> bool:
         import openai
@@ -175,7 +192,6 @@ class Grader:
         return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
     def _wait(self, state) -> float:
-        from tenacity import wait_random_exponential
 
         jitter = wait_random_exponential(multiplier=self.s.backoff_initial_s, max=self.s.backoff_max_s)(state)
         exc = state.outcome.exception() if state.outcome else None
@@ -187,7 +203,6 @@ class Grader:
     async def _call(self, client, req: PairRequest, structured: bool):
         """One chat completion with transient-error retries. Raises the last error when retries run out."""
         import openai
-        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
         kwargs: dict[str, Any] = dict(
             model=self.s.judge_model,
@@ -241,7 +256,8 @@ class Grader:
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
             self._fatal = JudgeConfigError(
                 f"judge at {self.s.base_url or 'api.openai.com'} refused model {self.s.judge_model!r}: "
-                f"{exc.status_code} {getattr(exc, 'message', exc)}")
+                f"{exc.status_code} {getattr(exc, 'message', exc)}"
+            )
             return "failed"
         except openai.RateLimitError:
             return "deferred"
@@ -282,14 +298,27 @@ class Grader:
         s.cost_usd += cost
         out = []
         for i, r in enumerate(reqs):
-            out.append(Judgment(
-                query=r.query, product_id=r.product_id, text_hash=r.text_hash, judge_model=self.s.judge_model,
-                prompt_version=prompts.PROMPT_VERSION, grade=grade, reason=reason, unlabeled=unlabeled,
-                split=r.split, catalog=r.catalog, run_id=r.run_id, text=r.text,
-                raw=prompts._short(content or "", 500) if unlabeled else None,
-                tokens_in=tin if i == 0 else 0, tokens_out=tout if i == 0 else 0, cost_usd=cost if i == 0 else 0.0,
-                reused_from=reqs[0].product_id if i else None,
-            ))
+            out.append(
+                Judgment(
+                    query=r.query,
+                    product_id=r.product_id,
+                    text_hash=r.text_hash,
+                    judge_model=self.s.judge_model,
+                    prompt_version=prompts.PROMPT_VERSION,
+                    grade=grade,
+                    reason=reason,
+                    unlabeled=unlabeled,
+                    split=r.split,
+                    catalog=r.catalog,
+                    run_id=r.run_id,
+                    text=r.text,
+                    raw=prompts._short(content or "", 500) if unlabeled else None,
+                    tokens_in=tin if i == 0 else 0,
+                    tokens_out=tout if i == 0 else 0,
+                    cost_usd=cost if i == 0 else 0.0,
+                    reused_from=reqs[0].product_id if i else None,
+                )
+            )
         self._write(out)
 
     def _write(self, judgments: list[Judgment]) -> None:
@@ -356,11 +385,27 @@ class Grader:
             if prev is None:
                 todo.append(reqs)
                 continue
-            self._write([Judgment(
-                query=r.query, product_id=r.product_id, text_hash=r.text_hash, judge_model=prev.judge_model,
-                prompt_version=prev.prompt_version, grade=prev.grade, reason=prev.reason, unlabeled=prev.unlabeled,
-                split=r.split, catalog=r.catalog, run_id=r.run_id, text=r.text, raw=prev.raw,
-                reused_from=prev.product_id) for r in reqs])
+            self._write(
+                [
+                    Judgment(
+                        query=r.query,
+                        product_id=r.product_id,
+                        text_hash=r.text_hash,
+                        judge_model=prev.judge_model,
+                        prompt_version=prev.prompt_version,
+                        grade=prev.grade,
+                        reason=prev.reason,
+                        unlabeled=prev.unlabeled,
+                        split=r.split,
+                        catalog=r.catalog,
+                        run_id=r.run_id,
+                        text=r.text,
+                        raw=prev.raw,
+                        reused_from=prev.product_id,
+                    )
+                    for r in reqs
+                ]
+            )
 
         if self.progress:
             from tqdm import tqdm
@@ -399,8 +444,12 @@ class Grader:
         return s
 
 
-def grade_pairs(pairs: Iterable[PairRequest], settings: LabelSettings | None = None,
-                store: JudgmentStore | None = None, progress: bool = False) -> GradingSummary:
+def grade_pairs(
+    pairs: Iterable[PairRequest],
+    settings: LabelSettings | None = None,
+    store: JudgmentStore | None = None,
+    progress: bool = False,
+) -> GradingSummary:
     """Synchronous entry point: grade `pairs` into `store` (default: `settings.judgments_path`).
 
     Raises JudgeConfigError (see `Grader.grade`).

@@ -61,8 +61,19 @@ class Fault:
 
 
 _FAULT_RE = re.compile(r"^(?P<kind>[a-z0-9-]+?)(?:x(?P<times>\d+))?(?:=(?P<value>.*))?$")
-KNOWN_FAULTS = {"429", "500", "503", "slow", "hold-after", "no-response-format", "fenced", "grade", "free-text",
-                "no-grade", "gullible"}
+KNOWN_FAULTS = {
+    "429",
+    "500",
+    "503",
+    "slow",
+    "hold-after",
+    "no-response-format",
+    "fenced",
+    "grade",
+    "free-text",
+    "no-grade",
+    "gullible",
+}
 
 
 def parse_faults(spec: str | None) -> list[Fault]:
@@ -155,8 +166,14 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     # -- plumbing
-    def _send(self, status: int, body: dict | str, headers: dict[str, str] | None = None,
-              pair: tuple[str, str] | None = None, count: bool = True) -> None:
+    def _send(
+        self,
+        status: int,
+        body: dict | str,
+        headers: dict[str, str] | None = None,
+        pair: tuple[str, str] | None = None,
+        count: bool = True,
+    ) -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode()
         if count and self._client_gone():
             self.server.stats.done(pair, status, delivered=False)
@@ -188,9 +205,16 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _error(self, status: int, message: str, pair=None, param: str | None = None, headers=None, count=True) -> None:
-        etype = {400: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
-        self._send(status, {"error": {"message": message, "type": etype, "param": param, "code": None}},
-                   headers=headers, pair=pair, count=count)
+        etype = {400: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_exceeded"}.get(
+            status, "server_error"
+        )
+        self._send(
+            status,
+            {"error": {"message": message, "type": etype, "param": param, "code": None}},
+            headers=headers,
+            pair=pair,
+            count=count,
+        )
 
     def _read_json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -235,20 +259,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "body must be an object with a messages list", param="messages", count=False)
             return
         if body.get("model") != srv.model:
-            self._error(404, f"The model `{body.get('model')}` does not exist; this reference judge serves `{srv.model}`",
-                        param="model", count=False)
+            self._error(
+                404,
+                f"The model `{body.get('model')}` does not exist; this reference judge serves `{srv.model}`",
+                param="model",
+                count=False,
+            )
             return
         try:
             query, text = prompts.extract_pair(body["messages"])
         except (ValueError, TypeError) as exc:
-            self._error(400, f"the reference judge only understands the fashion-rerank rubric prompt: {exc}",
-                        param="messages", count=False)
+            self._error(
+                400,
+                f"the reference judge only understands the fashion-rerank rubric prompt: {exc}",
+                param="messages",
+                count=False,
+            )
             return
         pair = (query, text)
         has_rf = body.get("response_format") is not None
         nth = srv.stats.call(pair, has_rf)
         try:
-            faults = parse_faults(self.headers.get("X-Judge-Faults")) if self.headers.get("X-Judge-Faults") is not None else srv.faults
+            faults = (
+                parse_faults(self.headers.get("X-Judge-Faults")) if self.headers.get("X-Judge-Faults") is not None else srv.faults
+            )
         except ValueError as exc:
             self._error(400, str(exc), pair=pair)
             return
@@ -256,8 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
         kinds = {f.kind: f for f in active}
 
         if "no-response-format" in kinds and has_rf:
-            self._error(400, "response_format is not supported by this server (unsupported parameter)",
-                        pair=pair, param="response_format")
+            self._error(
+                400, "response_format is not supported by this server (unsupported parameter)", pair=pair, param="response_format"
+            )
             return
         if "slow" in kinds:
             time.sleep(float(kinds["slow"].value or 1.0))
@@ -291,17 +326,30 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens = sum(_tokens(str(m.get("content", ""))) + 4 for m in body["messages"])
         completion_tokens = _tokens(content)
         srv.seq += 1
-        self._send(200, {
-            "id": f"chatcmpl-ref-{srv.seq}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": srv.model,
-            "system_fingerprint": "reference-rubric",
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": content, "refusal": None}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }, pair=pair)
+        self._send(
+            200,
+            {
+                "id": f"chatcmpl-ref-{srv.seq}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": srv.model,
+                "system_fingerprint": "reference-rubric",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+            pair=pair,
+        )
 
 
 class ReferenceJudge(ThreadingHTTPServer):
@@ -322,8 +370,9 @@ class ReferenceJudge(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # listen backlog: a burst of concurrent connects must not be refused (default 5)
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "reference-rubric-v1",
-                 faults: str = "", verbose: bool = False):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, model: str = "reference-rubric-v1", faults: str = "", verbose: bool = False
+    ):
         super().__init__((host, port), _Handler)
         self.model = model
         self.faults = parse_faults(faults)

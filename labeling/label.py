@@ -9,12 +9,13 @@ to finish samples new queries (skipping every query already pooled for this cata
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from fashion_rerank.settings import LabelSettings
+from fashion_rerank.settings import LabelSettings, OpenSearchSettings
 from labeling import prompts
 from labeling.candidates import build_pool, catalog_id
 from labeling.grading import Grader, GradingSummary, PairRequest
@@ -51,18 +52,27 @@ class LabelRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "catalog": self.catalog, "resumed": self.resumed, "pools": len(self.pools),
-            "log_records": self.log_records, "log_skipped": self.log_skipped,
-            "distinct_queries": self.distinct_queries, "sampled": self.sampled, "by_stratum": self.by_stratum,
-            "by_split": self.by_split, "pairs_missing": self.pairs_missing,
+            "run_id": self.run_id,
+            "catalog": self.catalog,
+            "resumed": self.resumed,
+            "pools": len(self.pools),
+            "log_records": self.log_records,
+            "log_skipped": self.log_skipped,
+            "distinct_queries": self.distinct_queries,
+            "sampled": self.sampled,
+            "by_stratum": self.by_stratum,
+            "by_split": self.by_split,
+            "pairs_missing": self.pairs_missing,
             "grading": self.grading.to_dict() if self.grading else None,
         }
 
     def lines(self) -> list[str]:
-        head = (f"run {self.run_id} on catalog {self.catalog}: "
-                + (f"resumed {len(self.pools)} unfinished pools" if self.resumed else
-                   f"{self.log_records} logged queries ({self.distinct_queries} distinct, {self.log_skipped} skipped), "
-                   f"sampled {self.sampled} {self.by_stratum} -> splits {self.by_split}"))
+        head = f"run {self.run_id} on catalog {self.catalog}: " + (
+            f"resumed {len(self.pools)} unfinished pools"
+            if self.resumed
+            else f"{self.log_records} logged queries ({self.distinct_queries} distinct, {self.log_skipped} skipped), "
+            f"sampled {self.sampled} {self.by_stratum} -> splits {self.by_split}"
+        )
         out = [head, f"pairs to grade: {self.pairs_missing}"]
         if self.grading:
             out += self.grading.lines()
@@ -79,17 +89,34 @@ def unfinished_pools(store: JudgmentStore, catalog: str, judge_model: str) -> li
     return [p for p in store.pools(judge_model, prompts.PROMPT_VERSION, catalog) if store.missing(p)]
 
 
-def plan_pools(settings: LabelSettings, store: JudgmentStore, client, encoder, alias: str, catalog: str,
-               run_id: str, log_source: str, n: int, run: LabelRun) -> list[Pool]:
+def plan_pools(
+    settings: LabelSettings,
+    store: JudgmentStore,
+    client,
+    encoder,
+    alias: str,
+    catalog: str,
+    run_id: str,
+    log_source: str,
+    n: int,
+    run: LabelRun,
+) -> list[Pool]:
     """Sample up to `n` new queries from the log and retrieve their candidate pools (not yet stored)."""
     read = read_query_log(log_source, client=None if is_file_source(log_source) else client)
     counts, spellings = count_queries(r.user_query for r in read.records)
     run.log_records, run.log_skipped, run.distinct_queries = read.read, len(read.skipped), len(counts)
     exclude = store.judged_queries(catalog, settings.judge_model, prompts.PROMPT_VERSION)
     sampled = sample_queries(
-        counts, n, tail_share=settings.tail_share, head_traffic_share=settings.head_traffic_share, exclude=exclude,
-        seed=settings.sample_seed, spellings=spellings, dev_fraction=settings.dev_fraction,
-        test_fraction=settings.test_fraction, salt=settings.split_salt,
+        counts,
+        n,
+        tail_share=settings.tail_share,
+        head_traffic_share=settings.head_traffic_share,
+        exclude=exclude,
+        seed=settings.sample_seed,
+        spellings=spellings,
+        dev_fraction=settings.dev_fraction,
+        test_fraction=settings.test_fraction,
+        salt=settings.split_salt,
     )
     run.sampled = len(sampled)
     pools = []
@@ -97,21 +124,43 @@ def plan_pools(settings: LabelSettings, store: JudgmentStore, client, encoder, a
         run.by_stratum[sq.stratum] = run.by_stratum.get(sq.stratum, 0) + 1
         run.by_split[sq.split] = run.by_split.get(sq.split, 0) + 1
         cands = build_pool(client, alias, encoder, sq.query, settings.top_k, settings.random_extras)
-        pools.append(Pool(run_id=run_id, query=sq.query, split=sq.split, catalog=catalog,
-                          judge_model=settings.judge_model, prompt_version=prompts.PROMPT_VERSION,
-                          candidates=cands, raw_query=sq.raw, count=sq.count))
+        pools.append(
+            Pool(
+                run_id=run_id,
+                query=sq.query,
+                split=sq.split,
+                catalog=catalog,
+                judge_model=settings.judge_model,
+                prompt_version=prompts.PROMPT_VERSION,
+                candidates=cands,
+                raw_query=sq.raw,
+                count=sq.count,
+            )
+        )
     return pools
 
 
 def pair_requests(store: JudgmentStore, pools: list[Pool]) -> list[PairRequest]:
     """The pairs of `pools` that have no judgment yet."""
-    return [PairRequest(p.query, c.product_id, c.text, c.text_hash, p.split, p.catalog, p.run_id)
-            for p in pools for c in store.missing(p)]
+    return [
+        PairRequest(p.query, c.product_id, c.text, c.text_hash, p.split, p.catalog, p.run_id)
+        for p in pools
+        for c in store.missing(p)
+    ]
 
 
-def run_labeling(settings: LabelSettings | None = None, *, store: JudgmentStore | None = None, client=None,
-                 encoder=None, alias: str | None = None, log_source: str | None = None, n_queries: int | None = None,
-                 judge_client=None, progress: bool = False) -> LabelRun:
+def run_labeling(
+    settings: LabelSettings | None = None,
+    *,
+    store: JudgmentStore | None = None,
+    client=None,
+    encoder=None,
+    alias: str | None = None,
+    log_source: str | None = None,
+    n_queries: int | None = None,
+    judge_client=None,
+    progress: bool = False,
+) -> LabelRun:
     """Resume unfinished pools, or sample new queries and grade their pools. Returns the run record.
 
     Args:
@@ -125,9 +174,6 @@ def run_labeling(settings: LabelSettings | None = None, *, store: JudgmentStore 
         labeling.grading.JudgeConfigError: the judge is unreachable or refuses the configuration.
         FileNotFoundError: the query log file does not exist. opensearchpy errors propagate.
     """
-    import asyncio
-
-    from fashion_rerank.settings import OpenSearchSettings
 
     settings = settings or LabelSettings()
     store = store if store is not None else JudgmentStore(settings.judgments_path)
@@ -146,8 +192,18 @@ def run_labeling(settings: LabelSettings | None = None, *, store: JudgmentStore 
 
             encoder = load_bi_encoder()
         run = LabelRun(run_id=new_run_id(), catalog=catalog, resumed=False, pools=[])
-        run.pools = plan_pools(settings, store, client, encoder, alias, catalog, run.run_id,
-                               log_source or settings.query_log, n_queries or settings.queries_per_run, run)
+        run.pools = plan_pools(
+            settings,
+            store,
+            client,
+            encoder,
+            alias,
+            catalog,
+            run.run_id,
+            log_source or settings.query_log,
+            n_queries or settings.queries_per_run,
+            run,
+        )
         store.append_pools(run.pools)
     requests = pair_requests(store, run.pools)
     run.pairs_missing = len(requests)

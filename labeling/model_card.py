@@ -15,8 +15,15 @@ from typing import Any
 from labeling.store import utc_now
 
 
-def build_card(*, name: str, version: str, training: dict[str, Any], judgments: dict[str, Any],
-               evaluation: dict[str, Any] | None = None, gate: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_card(
+    *,
+    name: str,
+    version: str,
+    training: dict[str, Any],
+    judgments: dict[str, Any],
+    evaluation: dict[str, Any] | None = None,
+    gate: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The card as a dict.
 
     Args:
@@ -25,8 +32,11 @@ def build_card(*, name: str, version: str, training: dict[str, Any], judgments: 
         evaluation: {"dev": Evaluation.to_dict(), "test": ...}.
         gate: `GateDecision.to_dict()`.
     """
-    label_source = ("reference rubric judge (deterministic rules over catalog attributes, NOT an LLM)"
-                    if judgments.get("reference_judge") else f"LLM judge {judgments.get('judge_model')}")
+    label_source = (
+        "reference rubric judge (deterministic rules over catalog attributes, NOT an LLM)"
+        if judgments.get("reference_judge")
+        else f"LLM judge {judgments.get('judge_model')}"
+    )
     return {
         "name": name,
         "version": version,
@@ -68,21 +78,30 @@ def _markdown(card: dict[str, Any]) -> str:
     for split, ev in (card.get("evaluation") or {}).items():
         if not ev:
             continue
-        lines += [f"### {split} ({ev['queries']} queries)", "", "| system | nDCG@10 | MRR@10 | Recall@10 | Judged@10 |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"### {split} ({ev['queries']} queries)",
+            "",
+            "| system | nDCG@10 | MRR@10 | Recall@10 | Judged@10 |",
+            "|---|---|---|---|---|",
+        ]
         for name, s in ev["systems"].items():
             m = s["metrics"]
             label = name + (f" ({s['model']})" if s.get("model") else "")
             lines.append(f"| {label} | {m['nDCG@10']:.4f} | {m['MRR@10']:.4f} | {m['Recall@10']:.4f} | {m['Judged@10']:.4f} |")
         for k, v in (ev.get("significance") or {}).items():
-            lines.append(f"\n{k}: mean nDCG@10 difference {v.get('mean_diff')}, paired t-test p={v.get('p_ttest')}, "
-                         f"Wilcoxon p={v.get('p_wilcoxon')} (n={v.get('n')})")
+            lines.append(
+                f"\n{k}: mean nDCG@10 difference {v.get('mean_diff')}, paired t-test p={v.get('p_ttest')}, "
+                f"Wilcoxon p={v.get('p_wilcoxon')} (n={v.get('n')})"
+            )
         lines.append("")
     lines.append("MRR@10 and Recall@10 count a product as relevant when its grade is >= 2.")
     gate = card.get("gate")
     if gate:
-        lines += ["", "## Promotion gate", f"- decision: **{'promote' if gate.get('promote') else 'keep serving model'}** "
-                  f"(baseline: {gate.get('baseline')})"]
+        lines += [
+            "",
+            "## Promotion gate",
+            f"- decision: **{'promote' if gate.get('promote') else 'keep serving model'}** (baseline: {gate.get('baseline')})",
+        ]
         lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} — {c['detail']}" for c in gate.get("checks", [])]
     return "\n".join(lines) + "\n"
 

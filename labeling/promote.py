@@ -46,8 +46,12 @@ class GateDecision:
         return [c.detail for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"promote": self.promote, "baseline": self.baseline, "checks": [asdict(c) for c in self.checks],
-                "reasons": self.reasons}
+        return {
+            "promote": self.promote,
+            "baseline": self.baseline,
+            "checks": [asdict(c) for c in self.checks],
+            "reasons": self.reasons,
+        }
 
     def summary(self) -> str:
         if self.promote:
@@ -65,19 +69,47 @@ def gate(dev: Evaluation, test: Evaluation, settings: LabelSettings | None = Non
     label = base + (f" {dev.systems[base].model}" if dev.systems[base].model else " order")
     checks: list[Check] = []
     if dev.queries == 0 or test.queries == 0:
-        checks.append(Check("enough held-out queries", False, float(min(dev.queries, test.queries)), 1.0,
-                            f"no graded dev/test queries to decide on (dev {dev.queries}, test {test.queries})"))
+        checks.append(
+            Check(
+                "enough held-out queries",
+                False,
+                float(min(dev.queries, test.queries)),
+                1.0,
+                f"no graded dev/test queries to decide on (dev {dev.queries}, test {test.queries})",
+            )
+        )
         return GateDecision(False, label, checks)
     cd, bd = dev.systems["candidate"].metrics["nDCG@10"], dev.systems[base].metrics["nDCG@10"]
     gain = cd - bd
-    checks.append(Check("dev nDCG@10 margin", gain >= s.promotion_margin, gain, s.promotion_margin,
-                        f"dev nDCG@10 {cd:.4f} vs {bd:.4f} ({gain:+.4f}, needs >= {s.promotion_margin:+.4f})"))
+    checks.append(
+        Check(
+            "dev nDCG@10 margin",
+            gain >= s.promotion_margin,
+            gain,
+            s.promotion_margin,
+            f"dev nDCG@10 {cd:.4f} vs {bd:.4f} ({gain:+.4f}, needs >= {s.promotion_margin:+.4f})",
+        )
+    )
     std = dev.systems["candidate"].score_std or 0.0
-    checks.append(Check("scores not collapsed", std >= s.score_std_floor, std, s.score_std_floor,
-                        f"score std on dev {std:.4f} (needs >= {s.score_std_floor})"))
+    checks.append(
+        Check(
+            "scores not collapsed",
+            std >= s.score_std_floor,
+            std,
+            s.score_std_floor,
+            f"score std on dev {std:.4f} (needs >= {s.score_std_floor})",
+        )
+    )
     ct, bt = test.systems["candidate"].metrics["nDCG@10"], test.systems[base].metrics["nDCG@10"]
-    checks.append(Check("no test regression", ct >= bt - s.test_tolerance, ct - bt, -s.test_tolerance,
-                        f"test nDCG@10 {ct:.4f} vs {bt:.4f} ({ct - bt:+.4f}, tolerance {s.test_tolerance})"))
+    checks.append(
+        Check(
+            "no test regression",
+            ct >= bt - s.test_tolerance,
+            ct - bt,
+            -s.test_tolerance,
+            f"test nDCG@10 {ct:.4f} vs {bt:.4f} ({ct - bt:+.4f}, tolerance {s.test_tolerance})",
+        )
+    )
     return GateDecision(all(c.passed for c in checks), label, checks)
 
 

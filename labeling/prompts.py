@@ -96,7 +96,7 @@ def extract_pair(messages: list[dict[str, Any]]) -> tuple[str, str]:
     query = product = None
     for i, line in enumerate(lines):
         if line.startswith(QUERY_MARKER) and query is None:
-            query = json.loads(line[len(QUERY_MARKER):].strip())
+            query = json.loads(line[len(QUERY_MARKER) :].strip())
         elif line.strip() == PRODUCT_MARKER and product is None and i + 1 < len(lines):
             product = json.loads(lines[i + 1])
     if not isinstance(query, str) or not isinstance(product, str):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from fashion_rerank.ubi import read_query_log as read_raw
+
 
 @dataclass(frozen=True)
 class LoggedQuery:
@@ -78,7 +80,6 @@ def read_query_log(source: str | Path, client=None, limit: int | None = None) ->
         opensearchpy.NotFoundError (while iterating): the index does not exist.
     Invalid JSON lines are skipped by the sidecar's reader (logged as warnings).
     """
-    from fashion_rerank.ubi import read_query_log as read_raw
 
     out = QueryLogRead(records=iter(()))
     if is_file_source(source):

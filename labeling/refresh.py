@@ -20,8 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fashion_rerank.registry import ModelRegistry
 from fashion_rerank.settings import LabelSettings
-from labeling.store import utc_now
+from labeling import prompts
+from labeling.grading import JudgeConfigError
+from labeling.label import new_run_id, run_labeling
+from labeling.promote import apply
+from labeling.store import JudgmentStore, utc_now
+from labeling.train import train_candidate
 
 EXIT_PROMOTED = 0
 EXIT_ERROR = 1
@@ -53,49 +59,73 @@ class RefreshReport:
     def markdown(self) -> str:
         """The report as Markdown (what `fashion-rerank refresh` prints and writes)."""
         j = self.judge
-        lines = [f"# Refresh {self.started}", "",
-                 f"**Outcome: {self.status}** (exit code {self.exit_code}) — {self.message}", "",
-                 "## Judge",
-                 f"- model `{j.get('model')}` at `{j.get('base_url') or 'api.openai.com'}`, prompt `{j.get('prompt_version')}`",
-                 f"- labels come from: **{j.get('label_source')}**", ""]
+        lines = [
+            f"# Refresh {self.started}",
+            "",
+            f"**Outcome: {self.status}** (exit code {self.exit_code}) — {self.message}",
+            "",
+            "## Judge",
+            f"- model `{j.get('model')}` at `{j.get('base_url') or 'api.openai.com'}`, prompt `{j.get('prompt_version')}`",
+            f"- labels come from: **{j.get('label_source')}**",
+            "",
+        ]
         lab = self.labeling or {}
         if lab:
             g = lab.get("grading") or {}
-            lines += ["## Labeling",
-                      f"- run `{lab.get('run_id')}` on catalog `{lab.get('catalog')}`"
-                      + (" (resumed unfinished pools)" if lab.get("resumed") else
-                         f": {lab.get('log_records')} logged queries, {lab.get('distinct_queries')} distinct, "
-                         f"sampled {lab.get('sampled')} {lab.get('by_stratum')} -> {lab.get('by_split')}"),
-                      f"- pairs to grade {lab.get('pairs_missing')}: {g.get('written')} judgments written "
-                      f"({g.get('labeled')} labeled, unlabeled {g.get('unlabeled')}, reused {g.get('reused')}), "
-                      f"not graded {g.get('not_graded')}",
-                      f"- calls {g.get('calls')} ({g.get('retries')} retries, {g.get('rate_limited_responses')} rate-limited, "
-                      f"{g.get('deferred')} deferred); structured output: {g.get('structured_output')}"
-                      + (f" (fell back: {g.get('fallback_reason')})" if g.get("fallback_reason") else ""),
-                      f"- tokens {g.get('tokens_in')} in / {g.get('tokens_out')} out, cost ${g.get('cost_usd')}"
-                      + (f" of budget ${g.get('budget_usd')}" if g.get("budget_usd") is not None else "")
-                      + (" — budget reached" if g.get("budget_stopped") else ""),
-                      f"- grading speed {g.get('pairs_per_s', 0):.1f} pairs/s", ""]
+            lines += [
+                "## Labeling",
+                f"- run `{lab.get('run_id')}` on catalog `{lab.get('catalog')}`"
+                + (
+                    " (resumed unfinished pools)"
+                    if lab.get("resumed")
+                    else f": {lab.get('log_records')} logged queries, {lab.get('distinct_queries')} distinct, "
+                    f"sampled {lab.get('sampled')} {lab.get('by_stratum')} -> {lab.get('by_split')}"
+                ),
+                f"- pairs to grade {lab.get('pairs_missing')}: {g.get('written')} judgments written "
+                f"({g.get('labeled')} labeled, unlabeled {g.get('unlabeled')}, reused {g.get('reused')}), "
+                f"not graded {g.get('not_graded')}",
+                f"- calls {g.get('calls')} ({g.get('retries')} retries, {g.get('rate_limited_responses')} rate-limited, "
+                f"{g.get('deferred')} deferred); structured output: {g.get('structured_output')}"
+                + (f" (fell back: {g.get('fallback_reason')})" if g.get("fallback_reason") else ""),
+                f"- tokens {g.get('tokens_in')} in / {g.get('tokens_out')} out, cost ${g.get('cost_usd')}"
+                + (f" of budget ${g.get('budget_usd')}" if g.get("budget_usd") is not None else "")
+                + (" — budget reached" if g.get("budget_stopped") else ""),
+                f"- grading speed {g.get('pairs_per_s', 0):.1f} pairs/s",
+                "",
+            ]
         c = self.candidate or {}
         if c:
             t = c["training"]
-            lines += ["## Training",
-                      f"- version `{c['version']}` from `{t['base_model']}` ({t['base_model_kind']})",
-                      f"- {t['pairs']} pairs from {t['queries']} train queries (grades 0/1/2/3: "
-                      f"{'/'.join(str(v) for v in t['grades'].values())}), loss {t['loss']}, lr {t['learning_rate']}, "
-                      f"{t['epochs']} epochs, batch {t['batch_size']}",
-                      f"- {t['seconds']} s: {t['pairs_per_s']} pairs/s, {t['seconds_per_1k_pairs_epoch']} s per 1,000 pairs per epoch",
-                      "", "## Evaluation", "MRR@10 and Recall@10 count grade >= 2 as relevant.", ""]
+            lines += [
+                "## Training",
+                f"- version `{c['version']}` from `{t['base_model']}` ({t['base_model_kind']})",
+                f"- {t['pairs']} pairs from {t['queries']} train queries (grades 0/1/2/3: "
+                f"{'/'.join(str(v) for v in t['grades'].values())}), loss {t['loss']}, lr {t['learning_rate']}, "
+                f"{t['epochs']} epochs, batch {t['batch_size']}",
+                f"- {t['seconds']} s: {t['pairs_per_s']} pairs/s, {t['seconds_per_1k_pairs_epoch']} s per 1,000 pairs per epoch",
+                "",
+                "## Evaluation",
+                "MRR@10 and Recall@10 count grade >= 2 as relevant.",
+                "",
+            ]
             for split, ev in c["evaluation"].items():
-                lines += [f"### {split} ({ev['queries']} queries)", "", "| system | nDCG@10 | MRR@10 | Recall@10 | Judged@10 | nDCG@10 95% CI |",
-                          "|---|---|---|---|---|---|"]
+                lines += [
+                    f"### {split} ({ev['queries']} queries)",
+                    "",
+                    "| system | nDCG@10 | MRR@10 | Recall@10 | Judged@10 | nDCG@10 95% CI |",
+                    "|---|---|---|---|---|---|",
+                ]
                 for name, s in ev["systems"].items():
                     m, ci = s["metrics"], s["ndcg_ci95"]
-                    lines.append(f"| {name}{' (' + s['model'] + ')' if s.get('model') else ''} | {m['nDCG@10']:.4f} | "
-                                 f"{m['MRR@10']:.4f} | {m['Recall@10']:.4f} | {m['Judged@10']:.4f} | {ci[0]:.3f}-{ci[1]:.3f} |")
+                    lines.append(
+                        f"| {name}{' (' + s['model'] + ')' if s.get('model') else ''} | {m['nDCG@10']:.4f} | "
+                        f"{m['MRR@10']:.4f} | {m['Recall@10']:.4f} | {m['Judged@10']:.4f} | {ci[0]:.3f}-{ci[1]:.3f} |"
+                    )
                 for k, v in ev.get("significance", {}).items():
-                    lines.append(f"\n- {k}: nDCG@10 diff {v.get('mean_diff')}, paired t-test p={v.get('p_ttest')}, "
-                                 f"Wilcoxon p={v.get('p_wilcoxon')}, n={v.get('n')}")
+                    lines.append(
+                        f"\n- {k}: nDCG@10 diff {v.get('mean_diff')}, paired t-test p={v.get('p_ttest')}, "
+                        f"Wilcoxon p={v.get('p_wilcoxon')}, n={v.get('n')}"
+                    )
                 lines.append("")
             gd = c["gate"]
             lines += ["## Promotion gate", f"- baseline: {gd['baseline']}"]
@@ -118,42 +148,64 @@ def write_reports(report: RefreshReport, reports_dir: str | Path, name: str) -> 
     return jp, mp
 
 
-def refresh(settings: LabelSettings | None = None, *, store=None, client=None, encoder=None, alias: str | None = None,
-            log_source: str | None = None, n_queries: int | None = None, registry=None, judge_client=None,
-            progress: bool = False, write: bool = True) -> RefreshReport:
+def refresh(
+    settings: LabelSettings | None = None,
+    *,
+    store=None,
+    client=None,
+    encoder=None,
+    alias: str | None = None,
+    log_source: str | None = None,
+    n_queries: int | None = None,
+    registry=None,
+    judge_client=None,
+    progress: bool = False,
+    write: bool = True,
+) -> RefreshReport:
     """Run one refresh; never raises for job failures (they become status "error", exit code 1).
 
     Args: as `labeling.label.run_labeling`, plus `registry` (default `ModelRegistry()`) and `write`
     (write the JSON/Markdown reports).
     """
-    from fashion_rerank.registry import ModelRegistry
-    from labeling import prompts
-    from labeling.grading import JudgeConfigError
-    from labeling.label import new_run_id, run_labeling
-    from labeling.promote import apply
-    from labeling.store import JudgmentStore
-    from labeling.train import train_candidate
 
     s = settings or LabelSettings()
     t0 = time.perf_counter()
     rep = RefreshReport(started=utc_now())
-    rep.judge = {"model": s.judge_model, "base_url": s.base_url, "prompt_version": prompts.PROMPT_VERSION,
-                 "reference_judge": s.is_reference_judge(),
-                 "label_source": ("reference rubric judge — deterministic rules over catalog attributes, NOT an LLM"
-                                  if s.is_reference_judge() else f"LLM judge {s.judge_model}")}
+    rep.judge = {
+        "model": s.judge_model,
+        "base_url": s.base_url,
+        "prompt_version": prompts.PROMPT_VERSION,
+        "reference_judge": s.is_reference_judge(),
+        "label_source": (
+            "reference rubric judge — deterministic rules over catalog attributes, NOT an LLM"
+            if s.is_reference_judge()
+            else f"LLM judge {s.judge_model}"
+        ),
+    }
     name = "refresh-" + new_run_id()
     try:
         store = store if store is not None else JudgmentStore(s.judgments_path)
         registry = registry or ModelRegistry()
         rep.serving_before = rep.serving_after = registry.current()
-        run = run_labeling(s, store=store, client=client, encoder=encoder, alias=alias, log_source=log_source,
-                           n_queries=n_queries, judge_client=judge_client, progress=progress)
+        run = run_labeling(
+            s,
+            store=store,
+            client=client,
+            encoder=encoder,
+            alias=alias,
+            log_source=log_source,
+            n_queries=n_queries,
+            judge_client=judge_client,
+            progress=progress,
+        )
         rep.labeling = run.to_dict()
         name = "refresh-" + run.run_id
         if run.budget_stopped:
             rep.status, rep.exit_code = "budget_stopped", EXIT_BUDGET
-            rep.message = (f"judging budget ${s.budget_usd} reached after ${run.grading.cost_usd:.4f}; "
-                           "judgments so far are stored, the next run resumes the same pools")
+            rep.message = (
+                f"judging budget ${s.budget_usd} reached after ${run.grading.cost_usd:.4f}; "
+                "judgments so far are stored, the next run resumes the same pools"
+            )
             return rep
         try:
             cand = train_candidate(store, s, registry, progress=progress)
@@ -171,7 +223,12 @@ def refresh(settings: LabelSettings | None = None, *, store=None, client=None, e
     except JudgeConfigError as exc:
         rep.status, rep.exit_code, rep.message, rep.error = "error", EXIT_ERROR, f"judge error: {exc}", traceback.format_exc()
     except Exception as exc:  # noqa: BLE001 - a scheduler needs an exit code and a report, not a traceback
-        rep.status, rep.exit_code, rep.message, rep.error = "error", EXIT_ERROR, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        rep.status, rep.exit_code, rep.message, rep.error = (
+            "error",
+            EXIT_ERROR,
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+        )
     finally:
         rep.finished = utc_now()
         rep.seconds = round(time.perf_counter() - t0, 2)

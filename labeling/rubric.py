@@ -94,24 +94,102 @@ TYPE_SYNONYMS: dict[str, tuple[str, ...]] = {
 #: canonical product type -> broad category (for the "partial" grade). Unknown types are their own group.
 TYPE_GROUP: dict[str, str] = {}
 for _group, _types in {
-    "topwear": ("tshirt", "shirt", "top", "kurta", "kurti", "tunic", "sweatshirt", "sweater", "jacket", "blazer",
-                "waistcoat", "shrug", "rain jacket", "nehru jacket", "dress", "jumpsuit"),
-    "bottomwear": ("jeans", "trousers", "shorts", "track pant", "capris", "leggings", "skirt", "patiala", "salwar",
-                   "churidar", "jeggings", "tights", "lounge pant", "rain trouser", "stocking"),
-    "footwear": ("casual shoe", "sports shoe", "formal shoe", "heel", "flat", "sandal", "sports sandal", "flip flop",
-                 "boot", "booty"),
-    "bags": ("handbag", "backpack", "clutch", "duffel bag", "laptop bag", "messenger bag", "mobile pouch",
-             "travel accessory", "trolley bag", "rucksack", "waist pouch", "tablet sleeve", "wallet"),
+    "topwear": (
+        "tshirt",
+        "shirt",
+        "top",
+        "kurta",
+        "kurti",
+        "tunic",
+        "sweatshirt",
+        "sweater",
+        "jacket",
+        "blazer",
+        "waistcoat",
+        "shrug",
+        "rain jacket",
+        "nehru jacket",
+        "dress",
+        "jumpsuit",
+    ),
+    "bottomwear": (
+        "jeans",
+        "trousers",
+        "shorts",
+        "track pant",
+        "capris",
+        "leggings",
+        "skirt",
+        "patiala",
+        "salwar",
+        "churidar",
+        "jeggings",
+        "tights",
+        "lounge pant",
+        "rain trouser",
+        "stocking",
+    ),
+    "footwear": (
+        "casual shoe",
+        "sports shoe",
+        "formal shoe",
+        "heel",
+        "flat",
+        "sandal",
+        "sports sandal",
+        "flip flop",
+        "boot",
+        "booty",
+    ),
+    "bags": (
+        "handbag",
+        "backpack",
+        "clutch",
+        "duffel bag",
+        "laptop bag",
+        "messenger bag",
+        "mobile pouch",
+        "travel accessory",
+        "trolley bag",
+        "rucksack",
+        "waist pouch",
+        "tablet sleeve",
+        "wallet",
+    ),
     "watches": ("watch",),
     "eyewear": ("sunglasses",),
     "jewellery": ("earring", "pendant", "necklace and chain", "ring", "bangle", "bracelet", "jewellery set"),
     "innerwear": ("brief", "briefs", "bra", "trunk", "boxers", "innerwear vest", "camisole", "shapewear", "bath robe"),
     "nightwear": ("nightdress", "night suit", "lounge short", "lounge tshirt", "baby doll", "robe"),
     "fragrance": ("perfume and body mist", "deodorant", "fragrance gift set"),
-    "beauty": ("lipstick", "lip gloss", "nail polish", "kajal and eyeliner", "foundation and primer", "compact",
-               "highlighter and blush", "eyeshadow", "lip liner", "face moisturiser", "mascara", "concealer"),
-    "accessories": ("belt", "tie", "cap", "sock", "scarf", "stole", "muffler", "cufflink", "suspender", "glove",
-                    "accessory gift set", "dupatta"),
+    "beauty": (
+        "lipstick",
+        "lip gloss",
+        "nail polish",
+        "kajal and eyeliner",
+        "foundation and primer",
+        "compact",
+        "highlighter and blush",
+        "eyeshadow",
+        "lip liner",
+        "face moisturiser",
+        "mascara",
+        "concealer",
+    ),
+    "accessories": (
+        "belt",
+        "tie",
+        "cap",
+        "sock",
+        "scarf",
+        "stole",
+        "muffler",
+        "cufflink",
+        "suspender",
+        "glove",
+        "accessory gift set",
+        "dupatta",
+    ),
     "ethnic": ("saree", "kurta set", "lehenga choli", "salwar and dupatta"),
 }.items():
     for _t in _types:
@@ -127,10 +205,25 @@ COLOUR_EXACT: dict[str, tuple[str, ...]] = {
 }
 #: shopper phrases that are synonyms (close, not identical) of a catalog colour -> "good" (grade 2) at best.
 COLOUR_SYNONYM: dict[str, str] = {
-    "dark blue": "navy blue", "midnight blue": "navy blue", "wine": "maroon", "burgundy red": "burgundy",
-    "dark grey": "charcoal", "dark gray": "charcoal", "light blue": "blue", "sky blue": "blue", "royal blue": "blue",
-    "dark green": "olive", "army green": "olive", "camel": "tan", "off-white": "off white", "ecru": "cream",
-    "fuchsia": "magenta", "lilac": "lavender", "aqua": "turquoise blue", "golden": "gold", "jet black": "black",
+    "dark blue": "navy blue",
+    "midnight blue": "navy blue",
+    "wine": "maroon",
+    "burgundy red": "burgundy",
+    "dark grey": "charcoal",
+    "dark gray": "charcoal",
+    "light blue": "blue",
+    "sky blue": "blue",
+    "royal blue": "blue",
+    "dark green": "olive",
+    "army green": "olive",
+    "camel": "tan",
+    "off-white": "off white",
+    "ecru": "cream",
+    "fuchsia": "magenta",
+    "lilac": "lavender",
+    "aqua": "turquoise blue",
+    "golden": "gold",
+    "jet black": "black",
 }
 #: colour families: a colour in the same family as the wanted one is a minor difference.
 COLOUR_FAMILY: dict[str, str] = {}
@@ -153,15 +246,46 @@ for _fam, _cols in {
         COLOUR_FAMILY[canon(_c)] = _fam
 
 GENDER_WORDS: dict[str, str] = {
-    "men": "men", "man": "men", "mens": "men", "male": "men", "gents": "men", "him": "men", "guy": "men",
-    "women": "women", "woman": "women", "womens": "women", "ladies": "women", "lady": "women", "female": "women",
-    "her": "women", "girl": "girls", "girls": "girls", "boy": "boys", "boys": "boys", "kid": "kids", "kids": "kids",
-    "children": "kids", "child": "kids", "unisex": "unisex",
+    "men": "men",
+    "man": "men",
+    "mens": "men",
+    "male": "men",
+    "gents": "men",
+    "him": "men",
+    "guy": "men",
+    "women": "women",
+    "woman": "women",
+    "womens": "women",
+    "ladies": "women",
+    "lady": "women",
+    "female": "women",
+    "her": "women",
+    "girl": "girls",
+    "girls": "girls",
+    "boy": "boys",
+    "boys": "boys",
+    "kid": "kids",
+    "kids": "kids",
+    "children": "kids",
+    "child": "kids",
+    "unisex": "unisex",
 }
 USAGE_WORDS: dict[str, str] = {
-    "casual": "casual", "everyday": "casual", "formal": "formal", "office": "formal", "work": "formal",
-    "sports": "sports", "sport": "sports", "running": "sports", "gym": "sports", "training": "sports",
-    "ethnic": "ethnic", "traditional": "ethnic", "festive": "ethnic", "party": "party", "travel": "travel",
+    "casual": "casual",
+    "everyday": "casual",
+    "formal": "formal",
+    "office": "formal",
+    "work": "formal",
+    "sports": "sports",
+    "sport": "sports",
+    "running": "sports",
+    "gym": "sports",
+    "training": "sports",
+    "ethnic": "ethnic",
+    "traditional": "ethnic",
+    "festive": "ethnic",
+    "party": "party",
+    "travel": "travel",
     "smart casual": "smart casual",
 }
 SEASONS = ("summer", "winter", "fall", "spring")
@@ -302,8 +426,12 @@ def grade(query: str, product_text: str) -> tuple[int, str]:
             major.append(f"colour {p.colour or '?'} not {q.colour}")
     if q.gender:
         pg = p.gender
-        ok = pg == q.gender or (pg == "unisex" and q.gender in ("men", "women")) or (
-            q.gender == "kids" and pg in ("boys", "girls")) or (q.gender == "unisex")
+        ok = (
+            pg == q.gender
+            or (pg == "unisex" and q.gender in ("men", "women"))
+            or (q.gender == "kids" and pg in ("boys", "girls"))
+            or (q.gender == "unisex")
+        )
         if not pg:
             minor.append("gender unknown")
         elif not ok:

@@ -84,7 +84,7 @@ def head_tail(counts: Counter[str], head_traffic_share: float = 0.5) -> tuple[li
             break
         head.append(q)
         covered += counts[q]
-    return head, ordered[len(head):]
+    return head, ordered[len(head) :]
 
 
 def sample_queries(
@@ -131,9 +131,13 @@ def sample_queries(
     out = []
     for group in (sorted(tail_pick, key=lambda q: (-counts[q], q)), sorted(weighted, key=lambda q: (-counts[q], q))):
         for q in group:
-            out.append(SampledQuery(
-                query=q, raw=(spellings or {}).get(q, q), count=counts[q],
-                stratum="head" if q in head_set else "tail",
-                split=assign_split(q, dev_fraction, test_fraction, salt),
-            ))
+            out.append(
+                SampledQuery(
+                    query=q,
+                    raw=(spellings or {}).get(q, q),
+                    count=counts[q],
+                    stratum="head" if q in head_set else "tail",
+                    split=assign_split(q, dev_fraction, test_fraction, salt),
+                )
+            )
     return out

@@ -259,11 +259,17 @@ class JudgmentStore:
         self._jfile.append(asdict(j) for j in new)
         return len(new)
 
-    def judgments(self, judge_model: str | None = None, prompt_version: str | None = None,
-                  split: str | None = None, labeled_only: bool = False) -> list[Judgment]:
+    def judgments(
+        self,
+        judge_model: str | None = None,
+        prompt_version: str | None = None,
+        split: str | None = None,
+        labeled_only: bool = False,
+    ) -> list[Judgment]:
         """Stored judgments, filtered; in file order."""
         return [
-            j for j in self._judgments.values()
+            j
+            for j in self._judgments.values()
             if (judge_model is None or j.judge_model == judge_model)
             and (prompt_version is None or j.prompt_version == prompt_version)
             and (split is None or j.split == split)
@@ -277,11 +283,11 @@ class JudgmentStore:
         self._pfile.append(asdict(p) for p in pools)
         self._pools.extend(pools)
 
-    def pools(self, judge_model: str | None = None, prompt_version: str | None = None,
-              catalog: str | None = None) -> list[Pool]:
+    def pools(self, judge_model: str | None = None, prompt_version: str | None = None, catalog: str | None = None) -> list[Pool]:
         """Stored pools, filtered; in file order."""
         return [
-            p for p in self._pools
+            p
+            for p in self._pools
             if (judge_model is None or p.judge_model == judge_model)
             and (prompt_version is None or p.prompt_version == prompt_version)
             and (catalog is None or p.catalog == catalog)
@@ -289,8 +295,11 @@ class JudgmentStore:
 
     def missing(self, pool: Pool) -> list[Candidate]:
         """Candidates of `pool` without a judgment by the pool's judge and prompt version."""
-        return [c for c in pool.candidates
-                if (pool.query, c.product_id, c.text_hash, pool.judge_model, pool.prompt_version) not in self._judgments]
+        return [
+            c
+            for c in pool.candidates
+            if (pool.query, c.product_id, c.text_hash, pool.judge_model, pool.prompt_version) not in self._judgments
+        ]
 
     def judged_queries(self, catalog: str, judge_model: str, prompt_version: str) -> set[str]:
         """Queries that already have a pool for this catalog, judge and prompt (graded or being graded)."""
@@ -303,8 +312,9 @@ class JudgmentStore:
         for j in self._judgments.values():
             judge = f"{j.judge_model} / {j.prompt_version}"
             d = out.setdefault(judge, {})
-            s = d.setdefault(j.split or "?", {"pairs": 0, "queries": set(), "grades": Counter(), "unlabeled": Counter(),
-                                              "cost_usd": 0.0})
+            s = d.setdefault(
+                j.split or "?", {"pairs": 0, "queries": set(), "grades": Counter(), "unlabeled": Counter(), "cost_usd": 0.0}
+            )
             s["pairs"] += 1
             s["queries"].add(j.query)
             s["cost_usd"] += j.cost_usd

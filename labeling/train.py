@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -25,8 +26,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fashion_rerank.settings import LabelSettings
-from labeling.dataset import TrainPair, grade_counts
+from fashion_rerank.registry import ModelRegistry
+from fashion_rerank.settings import LabelSettings, ModelSettings, cpu_quota, resolve_model_path
+from labeling import prompts
+from labeling.dataset import TrainPair, eval_queries, grade_counts, training_pairs
+from labeling.evaluate import cross_encoder_scorer, evaluate_queries
+from labeling.model_card import build_card, write_model_card
+from labeling.promote import gate
 
 HUB_BASE_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
@@ -91,15 +97,14 @@ def set_threads(settings: LabelSettings) -> int:
     CPU quota); returns the number."""
     import torch
 
-    from fashion_rerank.settings import ModelSettings, cpu_quota
-
     n = settings.train_threads or ModelSettings().threads or cpu_quota()
     torch.set_num_threads(n)
     return n
 
 
-def train_cross_encoder(pairs: Sequence[TrainPair], out_dir: str | Path, settings: LabelSettings | None = None,
-                        progress: bool = True) -> TrainStats:
+def train_cross_encoder(
+    pairs: Sequence[TrainPair], out_dir: str | Path, settings: LabelSettings | None = None, progress: bool = True
+) -> TrainStats:
     """Fine-tune a CrossEncoder on `pairs` and save it (`save_pretrained`) to `out_dir`.
 
     Args:
@@ -125,8 +130,6 @@ def train_cross_encoder(pairs: Sequence[TrainPair], out_dir: str | Path, setting
         LambdaLoss,
     )
 
-    from fashion_rerank.settings import ModelSettings, resolve_model_path
-
     s = settings or LabelSettings()
     if not pairs:
         raise ValueError("no training pairs: grade some train-split queries first")
@@ -145,14 +148,14 @@ def train_cross_encoder(pairs: Sequence[TrainPair], out_dir: str | Path, setting
             docs, labels = by_q.setdefault(p.query, ([], []))
             docs.append(p.text)
             labels.append(float(t))
-        ds = Dataset.from_dict({"query": list(by_q), "docs": [v[0] for v in by_q.values()],
-                                "labels": [v[1] for v in by_q.values()]})
+        ds = Dataset.from_dict(
+            {"query": list(by_q), "docs": [v[0] for v in by_q.values()], "labels": [v[1] for v in by_q.values()]}
+        )
         loss = LambdaLoss(model)
         batch = max(1, s.batch_size // 16)  # lists of ~25 documents: a few queries per step
         n_items = len(by_q)
     else:
-        ds = Dataset.from_dict({"query": [p.query for p in pairs], "document": [p.text for p in pairs],
-                                "label": y.tolist()})
+        ds = Dataset.from_dict({"query": [p.query for p in pairs], "document": [p.text for p in pairs], "label": y.tolist()})
         loss = BinaryCrossEntropyLoss(model)
         batch = s.batch_size
         n_items = len(pairs)
@@ -185,12 +188,24 @@ def train_cross_encoder(pairs: Sequence[TrainPair], out_dir: str | Path, setting
     epochs_pairs = len(pairs) * s.epochs
     final_loss = getattr(result, "training_loss", None)
     return TrainStats(
-        pairs=len(pairs), queries=len(queries), epochs=s.epochs, steps=steps, seconds=round(seconds, 2),
+        pairs=len(pairs),
+        queries=len(queries),
+        epochs=s.epochs,
+        steps=steps,
+        seconds=round(seconds, 2),
         pairs_per_s=round(epochs_pairs / seconds, 2) if seconds > 0 else 0.0,
         seconds_per_1k_pairs_epoch=round(seconds / (epochs_pairs / 1000), 2) if epochs_pairs else 0.0,
-        base_model=base, base_model_path=str(base_path), base_model_kind=base_model_kind(base), loss=s.loss,
-        learning_rate=s.learning_rate, batch_size=batch, max_length=s.max_length, warmup_steps=warmup, seed=s.seed,
-        grades=grade_counts(list(pairs)), threads=threads,
+        base_model=base,
+        base_model_path=str(base_path),
+        base_model_kind=base_model_kind(base),
+        loss=s.loss,
+        learning_rate=s.learning_rate,
+        batch_size=batch,
+        max_length=s.max_length,
+        warmup_steps=warmup,
+        seed=s.seed,
+        grades=grade_counts(list(pairs)),
+        threads=threads,
         final_loss=round(float(final_loss), 5) if final_loss is not None else None,
     )
 
@@ -212,9 +227,15 @@ class CandidateResult:
     serving: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "path": str(self.path), "training": self.stats.to_dict(),
-                "evaluation": {"dev": self.dev.to_dict(), "test": self.test.to_dict()},
-                "gate": self.decision.to_dict(), "judgments": self.judgments, "serving": self.serving}
+        return {
+            "version": self.version,
+            "path": str(self.path),
+            "training": self.stats.to_dict(),
+            "evaluation": {"dev": self.dev.to_dict(), "test": self.test.to_dict()},
+            "gate": self.decision.to_dict(),
+            "judgments": self.judgments,
+            "serving": self.serving,
+        }
 
 
 def evaluate_version(store, settings: LabelSettings, candidate_path: Path | None, registry, catalog: str | None = None):
@@ -222,9 +243,6 @@ def evaluate_version(store, settings: LabelSettings, candidate_path: Path | None
 
     Returns (dev Evaluation, test Evaluation).
     """
-    from labeling import prompts
-    from labeling.dataset import eval_queries
-    from labeling.evaluate import cross_encoder_scorer, evaluate_queries
 
     set_threads(settings)
     systems: dict[str, tuple[str | None, Any]] = {"knn": (None, None)}
@@ -249,31 +267,38 @@ def train_candidate(store, settings: LabelSettings | None = None, registry=None,
     Raises:
         ValueError: fewer than `settings.min_train_pairs` labeled train pairs.
     """
-    import shutil
-
-    from fashion_rerank.registry import ModelRegistry
-    from labeling import prompts
-    from labeling.dataset import training_pairs
-    from labeling.model_card import build_card, write_model_card
-    from labeling.promote import gate
 
     s = settings or LabelSettings()
     registry = registry or ModelRegistry()
     pairs = training_pairs(store, s.judge_model, prompts.PROMPT_VERSION)
     if len(pairs) < s.min_train_pairs:
-        raise ValueError(f"only {len(pairs)} labeled train pairs for judge {s.judge_model} / {prompts.PROMPT_VERSION}; "
-                         f"need at least {s.min_train_pairs} (FR_LABEL_MIN_TRAIN_PAIRS)")
+        raise ValueError(
+            f"only {len(pairs)} labeled train pairs for judge {s.judge_model} / {prompts.PROMPT_VERSION}; "
+            f"need at least {s.min_train_pairs} (FR_LABEL_MIN_TRAIN_PAIRS)"
+        )
     serving = registry.current()
     version, path = registry.new_version_dir()
     try:
         stats = train_cross_encoder(pairs, path, s, progress=progress)
         dev, test = evaluate_version(store, s, path, registry)
         decision = gate(dev, test, s)
-        meta = {"count": len(pairs), "queries": stats.queries, "judge_model": s.judge_model,
-                "prompt_version": prompts.PROMPT_VERSION, "reference_judge": s.is_reference_judge(),
-                "grades": stats.grades, "store": str(store.path)}
-        card = build_card(name=registry.name, version=version, training=stats.to_dict(), judgments=meta,
-                          evaluation={"dev": dev.to_dict(), "test": test.to_dict()}, gate=decision.to_dict())
+        meta = {
+            "count": len(pairs),
+            "queries": stats.queries,
+            "judge_model": s.judge_model,
+            "prompt_version": prompts.PROMPT_VERSION,
+            "reference_judge": s.is_reference_judge(),
+            "grades": stats.grades,
+            "store": str(store.path),
+        }
+        card = build_card(
+            name=registry.name,
+            version=version,
+            training=stats.to_dict(),
+            judgments=meta,
+            evaluation={"dev": dev.to_dict(), "test": test.to_dict()},
+            gate=decision.to_dict(),
+        )
         write_model_card(path, card)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)

@@ -23,8 +23,9 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(lengths), kind="stable")
 
 
-def plan_sub_batches(lengths: np.ndarray, sub_batch: int, sub_batch_tokens: int,
-                     max_batch_tokens: int | None = None) -> list[np.ndarray]:
+def plan_sub_batches(
+    lengths: np.ndarray, sub_batch: int, sub_batch_tokens: int, max_batch_tokens: int | None = None
+) -> list[np.ndarray]:
     """All sub-batches of pairs with token `lengths` (n,): a list of int64 index arrays, longest pairs first.
 
     Each array holds at most `sub_batch_pairs(width, ...)` pairs and at most `max_batch_tokens` padded tokens
@@ -38,8 +39,10 @@ def plan_sub_batches(lengths: np.ndarray, sub_batch: int, sub_batch_tokens: int,
         while pos < total:
             i = int(order[pos])
             w = max(width, int(lengths[i]))
-            if idx and (len(idx) + 1 > sub_batch_pairs(w, sub_batch, sub_batch_tokens)
-                        or (max_batch_tokens is not None and w * (len(idx) + 1) > max_batch_tokens)):
+            if idx and (
+                len(idx) + 1 > sub_batch_pairs(w, sub_batch, sub_batch_tokens)
+                or (max_batch_tokens is not None and w * (len(idx) + 1) > max_batch_tokens)
+            ):
                 break
             idx.append(i)
             width = w

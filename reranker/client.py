@@ -51,36 +51,55 @@ class RerankerClient:
         max_message_bytes: max send/receive message size on this channel.
     """
 
-    def __init__(self, target: str = "127.0.0.1:50051", timeout: float | None = 30.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+    def __init__(
+        self, target: str = "127.0.0.1:50051", timeout: float | None = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ):
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-        ])
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
         self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
         self.tei = tei_pb2_grpc.RerankStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
-    def rerank(self, query: str, documents: Iterable[DocumentLike], top_n: int = 0, return_text: bool = False,
-               timeout: float | None = None) -> reranker_pb2.RerankResponse:
+    def rerank(
+        self,
+        query: str,
+        documents: Iterable[DocumentLike],
+        top_n: int = 0,
+        return_text: bool = False,
+        timeout: float | None = None,
+    ) -> reranker_pb2.RerankResponse:
         """Score `documents` against `query`; results best first (`top_n` of them, 0 = all)."""
-        req = reranker_pb2.RerankRequest(query=query, documents=[to_document(d) for d in documents], top_n=top_n,
-                                         return_text=return_text)
+        req = reranker_pb2.RerankRequest(
+            query=query, documents=[to_document(d) for d in documents], top_n=top_n, return_text=return_text
+        )
         return self.stub.Rerank(req, timeout=timeout or self.timeout)
 
-    def search(self, query: str, top_k: int = 0, top_n: int = 0,
-               filters: Mapping[str, str | Sequence[str]] | None = None, index: str = "", client_id: str = "",
-               timeout: float | None = None) -> reranker_pb2.SearchResponse:
+    def search(
+        self,
+        query: str,
+        top_k: int = 0,
+        top_n: int = 0,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
+        index: str = "",
+        client_id: str = "",
+        timeout: float | None = None,
+    ) -> reranker_pb2.SearchResponse:
         """kNN `top_k` candidates (0 = server default), reranked, best `top_n` returned.
 
         `filters`: {attribute: value or [values]}, e.g. {"gender": "Women", "colour": ["Red", "Maroon"]}.
         """
-        flt = [reranker_pb2.AttributeFilter(field=k, values=[v] if isinstance(v, str) else list(v))
-               for k, v in (filters or {}).items()]
-        req = reranker_pb2.SearchRequest(query=query, top_k=top_k, top_n=top_n, filters=flt, index=index,
-                                         client_id=client_id)
+        flt = [
+            reranker_pb2.AttributeFilter(field=k, values=[v] if isinstance(v, str) else list(v))
+            for k, v in (filters or {}).items()
+        ]
+        req = reranker_pb2.SearchRequest(query=query, top_k=top_k, top_n=top_n, filters=flt, index=index, client_id=client_id)
         return self.stub.Search(req, timeout=timeout or self.timeout)
 
     def health(self, service: str = "", timeout: float | None = 5.0) -> str:

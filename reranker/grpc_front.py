@@ -116,16 +116,21 @@ def document_text(doc: reranker_pb2.Document, index: int) -> str:
 
 def _timings_ms(t: dict[str, float]) -> reranker_pb2.Timings:
     return reranker_pb2.Timings(
-        queue_ms=t.get("queue", 0.0) * 1e3, tokenization_ms=t.get("tokenize", 0.0) * 1e3,
-        inference_ms=t.get("inference", 0.0) * 1e3, embedding_ms=t.get("embedding", 0.0) * 1e3,
-        knn_ms=t.get("knn", 0.0) * 1e3, total_ms=t.get("total", 0.0) * 1e3)
+        queue_ms=t.get("queue", 0.0) * 1e3,
+        tokenization_ms=t.get("tokenize", 0.0) * 1e3,
+        inference_ms=t.get("inference", 0.0) * 1e3,
+        embedding_ms=t.get("embedding", 0.0) * 1e3,
+        knn_ms=t.get("knn", 0.0) * 1e3,
+        total_ms=t.get("total", 0.0) * 1e3,
+    )
 
 
 def product_message(source: dict, id: str = "") -> reranker_pb2.Product:
     """An index `_source` -> `Product` message (unknown keys ignored; values as strings)."""
     p = Product.from_fields(source, id=id)
-    return reranker_pb2.Product(product_id=p.id, title=p.title, description=p.description,
-                                **{k: p.attributes.get(k, "") for k in ATTRIBUTE_FIELDS})
+    return reranker_pb2.Product(
+        product_id=p.id, title=p.title, description=p.description, **{k: p.attributes.get(k, "") for k in ATTRIBUTE_FIELDS}
+    )
 
 
 class RerankerServicer(reranker_pb2_grpc.RerankerServicer):
@@ -148,13 +153,19 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServicer):
         if request.top_n:
             order = order[: request.top_n]
         results = [
-            reranker_pb2.RerankResult(id=request.documents[i].id, index=i, score=float(res.scores[i]),
-                                      logit=float(res.logits[i]), rank=r,
-                                      text=texts[i] if request.return_text else "")
+            reranker_pb2.RerankResult(
+                id=request.documents[i].id,
+                index=i,
+                score=float(res.scores[i]),
+                logit=float(res.logits[i]),
+                rank=r,
+                text=texts[i] if request.return_text else "",
+            )
             for r, i in enumerate(order.tolist(), start=1)
         ]
-        return reranker_pb2.RerankResponse(results=results, model_version=res.model_version,
-                                           timings=_timings_ms(res.timings), tokens=res.tokens)
+        return reranker_pb2.RerankResponse(
+            results=results, model_version=res.model_version, timings=_timings_ms(res.timings), tokens=res.tokens
+        )
 
     @_rpc("Search")
     def Search(self, request: reranker_pb2.SearchRequest, context) -> reranker_pb2.SearchResponse:
@@ -165,18 +176,36 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServicer):
             if not f.field:
                 raise InvalidInputError("a filter has no field")
             filters.setdefault(f.field, []).extend(f.values)
-        res = self.search.search(request.query, top_k=request.top_k, top_n=request.top_n, filters=filters,
-                                 index=request.index, client_id=request.client_id, deadline=_deadline(context),
-                                 front="grpc")
+        res = self.search.search(
+            request.query,
+            top_k=request.top_k,
+            top_n=request.top_n,
+            filters=filters,
+            index=request.index,
+            client_id=request.client_id,
+            deadline=_deadline(context),
+            front="grpc",
+        )
         hits = [
-            reranker_pb2.SearchHit(id=h.id, product=product_message(h.source, h.id), rank=h.rank,
-                                   rerank_score=h.rerank_score, rerank_logit=h.rerank_logit,
-                                   retrieval_score=h.retrieval_score, retrieval_rank=h.retrieval_rank)
+            reranker_pb2.SearchHit(
+                id=h.id,
+                product=product_message(h.source, h.id),
+                rank=h.rank,
+                rerank_score=h.rerank_score,
+                rerank_logit=h.rerank_logit,
+                retrieval_score=h.retrieval_score,
+                retrieval_rank=h.retrieval_rank,
+            )
             for h in res.hits
         ]
-        return reranker_pb2.SearchResponse(hits=hits, model_version=res.model_version, reranked=res.reranked,
-                                           query_id=res.query_id, timings=_timings_ms(res.timings),
-                                           candidates=res.candidates)
+        return reranker_pb2.SearchResponse(
+            hits=hits,
+            model_version=res.model_version,
+            reranked=res.reranked,
+            query_id=res.query_id,
+            timings=_timings_ms(res.timings),
+            candidates=res.candidates,
+        )
 
 
 class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
@@ -191,8 +220,15 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
     def __init__(self, core: ScoringCore, settings: ServeSettings, metrics=None):
         self.core, self.settings, self.metrics = core, settings, metrics
 
-    def _response(self, query_texts: list[tuple[str, str]], results: list[tuple[float, float]], tokens: int,
-                  timings: dict[str, float], raw_scores: bool, return_text: bool) -> tei_pb2.RerankResponse:
+    def _response(
+        self,
+        query_texts: list[tuple[str, str]],
+        results: list[tuple[float, float]],
+        tokens: int,
+        timings: dict[str, float],
+        raw_scores: bool,
+        return_text: bool,
+    ) -> tei_pb2.RerankResponse:
         ranks = []
         order = sorted(range(len(results)), key=lambda i: -results[i][1])
         for i in order:
@@ -203,9 +239,14 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
             ranks.append(rank)
         chars = sum(len(q) + len(t) for q, t in query_texts)
         ns = lambda k: int(max(0.0, timings.get(k, 0.0)) * 1e9)  # noqa: E731
-        meta = tei_pb2.Metadata(compute_chars=chars, compute_tokens=tokens, total_time_ns=ns("total"),
-                                tokenization_time_ns=ns("tokenize"), queue_time_ns=ns("queue"),
-                                inference_time_ns=ns("inference"))
+        meta = tei_pb2.Metadata(
+            compute_chars=chars,
+            compute_tokens=tokens,
+            total_time_ns=ns("total"),
+            tokenization_time_ns=ns("tokenize"),
+            queue_time_ns=ns("queue"),
+            inference_time_ns=ns("inference"),
+        )
         return tei_pb2.RerankResponse(ranks=ranks, metadata=meta)
 
     @_rpc("tei.Rerank")
@@ -219,8 +260,9 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
         if self.metrics:
             self.metrics.candidates.labels("tei.Rerank").observe(len(texts))
         results = list(zip(res.scores.tolist(), res.logits.tolist()))
-        return self._response([(request.query, t) for t in texts], results, res.tokens, res.timings,
-                              request.raw_scores, request.return_text)
+        return self._response(
+            [(request.query, t) for t in texts], results, res.tokens, res.timings, request.raw_scores, request.return_text
+        )
 
     @_rpc("tei.RerankStream")
     def RerankStream(self, request_iterator: Iterable[tei_pb2.RerankStreamRequest], context) -> tei_pb2.RerankResponse:
@@ -239,8 +281,10 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
         groups: dict[str, list[int]] = {}
         for i, (q, _) in enumerate(pairs):
             groups.setdefault(q, []).append(i)
-        submitted = [(idx, self.core.submit(q, [pairs[i][1] for i in idx], deadline, front="grpc", truncate_left=left))
-                     for q, idx in groups.items()]
+        submitted = [
+            (idx, self.core.submit(q, [pairs[i][1] for i in idx], deadline, front="grpc", truncate_left=left))
+            for q, idx in groups.items()
+        ]
         results: list[tuple[float, float]] = [(0.0, 0.0)] * len(pairs)
         tokens = 0
         timings: dict[str, float] = {}
@@ -276,15 +320,18 @@ class GrpcServer:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self.server = grpc.server(_futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
-                                                              thread_name_prefix="grpc"),
-                                  options=opts, maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+        self.server = grpc.server(
+            _futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc"),
+            options=opts,
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
         reranker = RerankerServicer(core, settings, metrics, search)
         tei = TeiRerankServicer(core, settings, metrics)
         reranker_pb2_grpc.add_RerankerServicer_to_server(reranker, self.server)
         tei_pb2_grpc.add_RerankServicer_to_server(tei, self.server)
-        self.health = health.HealthServicer(experimental_non_blocking=True,
-                                            experimental_thread_pool=_futures.ThreadPoolExecutor(max_workers=2))
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True, experimental_thread_pool=_futures.ThreadPoolExecutor(max_workers=2)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*self.SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
@@ -312,4 +359,3 @@ class GrpcServer:
         """NOT_SERVING, refuse new calls, give in-flight calls `grace_s` seconds, then cancel them."""
         self.set_not_serving()
         self.server.stop(grace_s).wait()
-

@@ -34,8 +34,27 @@ from prometheus_client import (
 NAMESPACE = "fashion_rerank"
 
 #: Latency buckets (seconds): 1 ms .. 30 s, dense around the 50 ms - 2 s range reranking lives in.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0,
-                   1.5, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.35,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 #: Size buckets for pairs/candidates per batch or request.
 SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
 STAGES = ("queue", "tokenization", "inference", "embedding", "knn")
@@ -51,28 +70,64 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r, ns = self.registry, NAMESPACE
-        self.requests = Counter("requests", "RPCs/requests finished, by method, front and status code",
-                                ["method", "front", "code"], namespace=ns, registry=r)
-        self.latency = Histogram("request_duration_seconds", "end-to-end handling time per method",
-                                 ["method", "front"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
-        self.stage = Histogram("stage_duration_seconds", "time per stage of a request",
-                               ["stage"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
-        self.batch_pairs = Histogram("batch_pairs", "(query, document) pairs per batch formed by the core",
-                                     namespace=ns, registry=r, buckets=SIZE_BUCKETS)
-        self.batch_requests = Histogram("batch_requests", "requests per batch formed by the core",
-                                        namespace=ns, registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
-        self.candidates = Histogram("candidates_per_request", "documents (Rerank) or kNN candidates (Search) per request",
-                                    ["method"], namespace=ns, registry=r, buckets=SIZE_BUCKETS)
+        self.requests = Counter(
+            "requests",
+            "RPCs/requests finished, by method, front and status code",
+            ["method", "front", "code"],
+            namespace=ns,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "request_duration_seconds",
+            "end-to-end handling time per method",
+            ["method", "front"],
+            namespace=ns,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.stage = Histogram(
+            "stage_duration_seconds", "time per stage of a request", ["stage"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS
+        )
+        self.batch_pairs = Histogram(
+            "batch_pairs", "(query, document) pairs per batch formed by the core", namespace=ns, registry=r, buckets=SIZE_BUCKETS
+        )
+        self.batch_requests = Histogram(
+            "batch_requests",
+            "requests per batch formed by the core",
+            namespace=ns,
+            registry=r,
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+        )
+        self.candidates = Histogram(
+            "candidates_per_request",
+            "documents (Rerank) or kNN candidates (Search) per request",
+            ["method"],
+            namespace=ns,
+            registry=r,
+            buckets=SIZE_BUCKETS,
+        )
         self.queue_depth = Gauge("queue_depth", "work waiting in the scoring queue", ["unit"], namespace=ns, registry=r)
-        self.pairs = Counter("pairs", "pairs scored, or abandoned because their request's deadline passed or client left",
-                             ["outcome"], namespace=ns, registry=r)
-        self.fail_open = Counter("fail_open", "Search answers in kNN order because reranking failed or ran out of budget",
-                                 ["reason"], namespace=ns, registry=r)
+        self.pairs = Counter(
+            "pairs",
+            "pairs scored, or abandoned because their request's deadline passed or client left",
+            ["outcome"],
+            namespace=ns,
+            registry=r,
+        )
+        self.fail_open = Counter(
+            "fail_open",
+            "Search answers in kNN order because reranking failed or ran out of budget",
+            ["reason"],
+            namespace=ns,
+            registry=r,
+        )
         self.opensearch_errors = Counter("opensearch_errors", "failed OpenSearch calls", ["kind"], namespace=ns, registry=r)
-        self.model_info = Gauge("model_info", "the cross-encoder version being served (value 1)", ["version"],
-                                namespace=ns, registry=r)
-        self.model_loads = Counter("model_loads", "cross-encoder loads (start and hot swaps)", ["outcome"],
-                                   namespace=ns, registry=r)
+        self.model_info = Gauge(
+            "model_info", "the cross-encoder version being served (value 1)", ["version"], namespace=ns, registry=r
+        )
+        self.model_loads = Counter(
+            "model_loads", "cross-encoder loads (start and hot swaps)", ["outcome"], namespace=ns, registry=r
+        )
         self.querylog = Counter("querylog_records", "query-log records", ["outcome"], namespace=ns, registry=r)
         for unit in ("requests", "pairs"):
             self.queue_depth.labels(unit).set(0)

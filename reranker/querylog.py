@@ -56,9 +56,16 @@ def scrub(text: str) -> str:
     return _PHONE_CANDIDATE.sub(phone, text)
 
 
-def ubi_record(query: str, hit_ids: Sequence[str], *, query_id: str | None = None, application: str = "fashion-rerank",
-               client_id: str = "", attributes: Mapping[str, Any] | None = None,
-               timestamp: datetime | None = None) -> dict[str, Any]:
+def ubi_record(
+    query: str,
+    hit_ids: Sequence[str],
+    *,
+    query_id: str | None = None,
+    application: str = "fashion-rerank",
+    client_id: str = "",
+    attributes: Mapping[str, Any] | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
     """One `ubi_queries` document for a query (text scrubbed) and the ids of the hits it returned, best first."""
     ts = (timestamp or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return {
@@ -87,9 +94,17 @@ class QueryLogger:
         seed: random seed of the sampler (tests).
     """
 
-    def __init__(self, sample_rate: float = 0.1, path: str | Path | None = None, index: str | None = None,
-                 client=None, application: str = "fashion-rerank", max_buffer: int = 10_000, metrics=None,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        sample_rate: float = 0.1,
+        path: str | Path | None = None,
+        index: str | None = None,
+        client=None,
+        application: str = "fashion-rerank",
+        max_buffer: int = 10_000,
+        metrics=None,
+        seed: int | None = None,
+    ):
         if index and client is None:
             raise ValueError("an OpenSearch client is needed to log queries to an index")
         self.sample_rate = float(sample_rate)
@@ -106,8 +121,15 @@ class QueryLogger:
     @classmethod
     def from_settings(cls, settings, client=None, metrics=None) -> "QueryLogger":
         """Build from `ServeSettings` (querylog_* fields)."""
-        return cls(settings.querylog_sample_rate, settings.querylog_path, settings.querylog_index, client,
-                   settings.querylog_application, settings.querylog_queue, metrics)
+        return cls(
+            settings.querylog_sample_rate,
+            settings.querylog_path,
+            settings.querylog_index,
+            client,
+            settings.querylog_application,
+            settings.querylog_queue,
+            metrics,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -125,13 +147,21 @@ class QueryLogger:
             self._thread.join(timeout)
             self._thread = None
 
-    def log(self, query: str, hit_ids: Sequence[str], *, query_id: str | None = None, client_id: str = "",
-            attributes: Mapping[str, Any] | None = None) -> bool:
+    def log(
+        self,
+        query: str,
+        hit_ids: Sequence[str],
+        *,
+        query_id: str | None = None,
+        client_id: str = "",
+        attributes: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Sample and enqueue one query; returns True when it was queued for writing. Never blocks."""
         if not self.enabled or self._rng.random() >= self.sample_rate:
             return False
-        rec = ubi_record(query, hit_ids, query_id=query_id, application=self.application, client_id=client_id,
-                         attributes=attributes)
+        rec = ubi_record(
+            query, hit_ids, query_id=query_id, application=self.application, client_id=client_id, attributes=attributes
+        )
         try:
             self._q.put_nowait(rec)
         except queue.Full:
@@ -182,8 +212,9 @@ class QueryLogger:
                 if not self._index_ready:
                     ensure_index(self.client, self.index)
                     self._index_ready = True
-                ok, errors = helpers.bulk(self.client, ({"_index": self.index, "_id": r["query_id"], "_source": r}
-                                                        for r in batch), raise_on_error=False)
+                ok, errors = helpers.bulk(
+                    self.client, ({"_index": self.index, "_id": r["query_id"], "_source": r} for r in batch), raise_on_error=False
+                )
                 self._count("written", ok)
                 self._count("error", len(errors) if isinstance(errors, list) else 0)
             except Exception as exc:  # noqa: BLE001 - OpenSearch down: drop, count, keep serving

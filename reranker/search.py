@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from opensearchpy import exceptions as ose
 
 from fashion_rerank.product import ATTRIBUTE_FIELDS, Product, rerank_text
 from fashion_rerank.retrieval import Hit, knn_search
 from fashion_rerank.scores import sigmoid
-from fashion_rerank.settings import ServeSettings
+from fashion_rerank.settings import OpenSearchSettings, ServeSettings
 from reranker.errors import (
     BackendError,
     DeadlineExceededError,
@@ -37,6 +38,7 @@ from reranker.errors import (
     OpenSearchUnavailableError,
     QueueFullError,
     RerankError,
+    TooLargeError,
 )
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,6 @@ class SearchResult:
 
 
 def _opensearch_error(exc: Exception, metrics, index: str) -> RerankError:
-    from opensearchpy import exceptions as ose
 
     if isinstance(exc, ose.ConnectionTimeout):
         kind, err = "timeout", OpenSearchUnavailableError(f"OpenSearch timed out: {exc}")
@@ -81,8 +82,11 @@ def _opensearch_error(exc: Exception, metrics, index: str) -> RerankError:
         kind, err = "not_found", IndexNotFoundError(f"index or alias {index!r} does not exist")
     elif isinstance(exc, ose.RequestError):
         kind, err = "bad_request", InvalidInputError(f"OpenSearch rejected the kNN query on {index!r}: {exc.error}")
-    elif isinstance(exc, ose.TransportError) and isinstance(exc.status_code, int) and (
-            exc.status_code >= 500 or exc.status_code == 429):
+    elif (
+        isinstance(exc, ose.TransportError)
+        and isinstance(exc.status_code, int)
+        and (exc.status_code >= 500 or exc.status_code == 429)
+    ):
         kind, err = "unavailable", OpenSearchUnavailableError(f"OpenSearch answered {exc.status_code}: {exc.error}")
     else:
         kind, err = "other", BackendError(f"OpenSearch call failed: {exc}")
@@ -121,9 +125,9 @@ class SearchService:
         metrics: optional `reranker.metrics.Metrics`.
     """
 
-    def __init__(self, settings: ServeSettings, core, client, encoder=None, index: str | None = None,
-                 querylog=None, metrics=None):
-        from fashion_rerank.settings import OpenSearchSettings
+    def __init__(
+        self, settings: ServeSettings, core, client, encoder=None, index: str | None = None, querylog=None, metrics=None
+    ):
 
         self.settings = settings
         self.core = core
@@ -141,8 +145,17 @@ class SearchService:
             self._encoder = load_bi_encoder()
         return self._encoder
 
-    def search(self, query: str, top_k: int = 0, top_n: int = 0, filters: Mapping[str, Any] | None = None,
-               index: str = "", client_id: str = "", deadline: float | None = None, front: str = "grpc") -> SearchResult:
+    def search(
+        self,
+        query: str,
+        top_k: int = 0,
+        top_n: int = 0,
+        filters: Mapping[str, Any] | None = None,
+        index: str = "",
+        client_id: str = "",
+        deadline: float | None = None,
+        front: str = "grpc",
+    ) -> SearchResult:
         """Run one search. `deadline` is a `time.monotonic()` value.
 
         Raises:
@@ -152,7 +165,6 @@ class SearchService:
             DeadlineExceededError: the deadline passed (before kNN finished, or while reranking with fail-closed).
             QueueFullError / BackendError: reranking failed and `fail_open` is off.
         """
-        from reranker.errors import TooLargeError
 
         s, m = self.settings, self.metrics
         t_start = time.monotonic()
@@ -210,23 +222,47 @@ class SearchService:
         out = []
         for rank, i in enumerate(order[:top_n].tolist(), start=1):
             h = hits[i]
-            out.append(SearchHit(
-                id=h.id, source=h.source, rank=rank,
-                rerank_score=float(scores[i]) if scores is not None else 0.0,
-                rerank_logit=float(logits[i]) if logits is not None else 0.0,
-                retrieval_score=h.score, retrieval_rank=h.rank))
+            out.append(
+                SearchHit(
+                    id=h.id,
+                    source=h.source,
+                    rank=rank,
+                    rerank_score=float(scores[i]) if scores is not None else 0.0,
+                    rerank_logit=float(logits[i]) if logits is not None else 0.0,
+                    retrieval_score=h.score,
+                    retrieval_rank=h.rank,
+                )
+            )
         timings["total"] = time.monotonic() - t_start
         query_id = str(uuid.uuid4())
         if self.querylog is not None:
-            self.querylog.log(query, [h.id for h in out], query_id=query_id, client_id=client_id,
-                              attributes={"filters": flt, "top_k": top_k, "top_n": top_n,
-                                          "reranked": logits is not None, "model_version": version or "",
-                                          "index": index})
-        return SearchResult(hits=out, model_version=version or "", reranked=logits is not None, query_id=query_id,
-                            candidates=len(hits), timings=timings, fail_open_reason=reason)
+            self.querylog.log(
+                query,
+                [h.id for h in out],
+                query_id=query_id,
+                client_id=client_id,
+                attributes={
+                    "filters": flt,
+                    "top_k": top_k,
+                    "top_n": top_n,
+                    "reranked": logits is not None,
+                    "model_version": version or "",
+                    "index": index,
+                },
+            )
+        return SearchResult(
+            hits=out,
+            model_version=version or "",
+            reranked=logits is not None,
+            query_id=query_id,
+            candidates=len(hits),
+            timings=timings,
+            fail_open_reason=reason,
+        )
 
-    def _rerank(self, query: str, hits: list[Hit], deadline: float | None, front: str,
-                timings: dict[str, float]) -> tuple[np.ndarray | None, str | None, str | None]:
+    def _rerank(
+        self, query: str, hits: list[Hit], deadline: float | None, front: str, timings: dict[str, float]
+    ) -> tuple[np.ndarray | None, str | None, str | None]:
         """(logits or None, model version or None, fail-open reason or None)."""
         s = self.settings
         version = self.core.model_version
@@ -246,14 +282,20 @@ class SearchService:
         except (DeadlineExceededError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError) as exc:
             if fut is not None:
                 fut.cancel()
-            return self._failed("budget", DeadlineExceededError(
-                f"reranking did not finish within its budget ({s.rerank_budget_ms:.0f} ms) or the deadline"), exc)
+            return self._failed(
+                "budget",
+                DeadlineExceededError(
+                    f"reranking did not finish within its budget ({s.rerank_budget_ms:.0f} ms) or the deadline"
+                ),
+                exc,
+            )
         except QueueFullError as exc:
             return self._failed("queue_full", exc, exc)
         except BackendError as exc:
             return self._failed("backend_error", exc, exc)
-        timings.update({"queue": res.timings["queue"], "tokenize": res.timings["tokenize"],
-                        "inference": res.timings["inference"]})
+        timings.update(
+            {"queue": res.timings["queue"], "tokenize": res.timings["tokenize"], "inference": res.timings["inference"]}
+        )
         return res.logits, res.model_version, None
 
     def _failed(self, reason: str, err: RerankError, cause: BaseException):

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 
+from fashion_rerank.opensearch import make_client
 from fashion_rerank.registry import ModelRegistry
 from fashion_rerank.settings import OpenSearchSettings, ServeSettings
 from reranker.core import ScoringCore
@@ -37,8 +38,13 @@ class Sidecar:
     `metrics`, `search`, `http_front` (None unless reranker.http_front exists and http_port > 0).
     """
 
-    def __init__(self, settings: ServeSettings | None = None, registry: ModelRegistry | None = None,
-                 opensearch: OpenSearchSettings | None = None, encoder=None):
+    def __init__(
+        self,
+        settings: ServeSettings | None = None,
+        registry: ModelRegistry | None = None,
+        opensearch: OpenSearchSettings | None = None,
+        encoder=None,
+    ):
         self.settings = settings or ServeSettings()
         self.registry = registry or ModelRegistry()
         self.opensearch = opensearch or OpenSearchSettings()
@@ -60,7 +66,6 @@ class Sidecar:
     def start(self) -> "Sidecar":
         """Start metrics, core (loads `current`), query log, Search, gRPC and (if present) the HTTP front."""
         s = self.settings
-        from fashion_rerank.opensearch import make_client
 
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.start_http(s.metrics_host, s.metrics_port)
@@ -73,8 +78,7 @@ class Sidecar:
             from fashion_rerank.embedding import load_bi_encoder
 
             encoder = load_bi_encoder()
-        self.search = SearchService(s, self.core, client, encoder, self.opensearch.index_alias, self.querylog,
-                                    self.metrics)
+        self.search = SearchService(s, self.core, client, encoder, self.opensearch.index_alias, self.querylog, self.metrics)
         self.grpc = GrpcServer(s, self.core, self.metrics, self.search)
         self.grpc_port = self.grpc.start()
         if s.http_port > 0 and importlib.util.find_spec("reranker.http_front") is not None:
@@ -144,12 +148,22 @@ def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | 
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, sidecar.metrics_port)
     if sidecar.http_front is not None:
         log.info("HTTP front on %s:%d", settings.http_host, settings.http_port)
-    log.info("model %s version %s from %s; torch threads %d (settings %d); OpenSearch %s, index %s",
-             sidecar.registry.name, version or "(none promoted: Search answers in kNN order)", sidecar.registry.dir,
-             torch.get_num_threads(), settings.threads, sidecar.opensearch.url, sidecar.opensearch.index_alias)
+    log.info(
+        "model %s version %s from %s; torch threads %d (settings %d); OpenSearch %s, index %s",
+        sidecar.registry.name,
+        version or "(none promoted: Search answers in kNN order)",
+        sidecar.registry.dir,
+        torch.get_num_threads(),
+        settings.threads,
+        sidecar.opensearch.url,
+        sidecar.opensearch.index_alias,
+    )
     stop.wait()
-    log.info("signal %s: health NOT_SERVING, finishing in-flight calls (grace %.1f s)",
-             signal.Signals(received[0]).name if received else "?", settings.grace_s)
+    log.info(
+        "signal %s: health NOT_SERVING, finishing in-flight calls (grace %.1f s)",
+        signal.Signals(received[0]).name if received else "?",
+        settings.grace_s,
+    )
     sidecar.stop()
     log.info("stopped")
     return 0

@@ -129,22 +129,32 @@ def trained_registry(tmp_path_factory):
     import sentence_transformers
     import transformers
 
-    key = hashlib.sha1(json.dumps([rows, hparams, torch.__version__, transformers.__version__,
-                                   sentence_transformers.__version__]).encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        json.dumps([rows, hparams, torch.__version__, transformers.__version__, sentence_transformers.__version__]).encode()
+    ).hexdigest()[:16]
     cache = cache_root() / "test-models" / f"tiny-ce-{key}"
     if os.environ.get("FR_TEST_MODEL_CACHE", "1") != "0" and (cache / "config.json").exists():
         shutil.copytree(cache, folder, dirs_exist_ok=True)
     else:
         torch.set_num_threads(min(2, cpu_quota()))
         torch.manual_seed(0)
-        data = Dataset.from_dict({"query": [r[0] for r in rows], "document": [r[1] for r in rows],
-                                  "label": [float(r[2]) for r in rows]})
+        data = Dataset.from_dict(
+            {"query": [r[0] for r in rows], "document": [r[1] for r in rows], "label": [float(r[2]) for r in rows]}
+        )
         model = CrossEncoder(base, num_labels=1, max_length=hparams["max_length"])
         args = CrossEncoderTrainingArguments(
-            output_dir=str(tmp_path_factory.mktemp("ce-train")), num_train_epochs=hparams["epochs"],
-            per_device_train_batch_size=hparams["batch_size"], learning_rate=hparams["learning_rate"],
-            warmup_steps=0.1, seed=hparams["seed"], report_to="none", save_strategy="no", logging_steps=10_000,
-            disable_tqdm=True, use_cpu=True)
+            output_dir=str(tmp_path_factory.mktemp("ce-train")),
+            num_train_epochs=hparams["epochs"],
+            per_device_train_batch_size=hparams["batch_size"],
+            learning_rate=hparams["learning_rate"],
+            warmup_steps=0.1,
+            seed=hparams["seed"],
+            report_to="none",
+            save_strategy="no",
+            logging_steps=10_000,
+            disable_tqdm=True,
+            use_cpu=True,
+        )
         CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model)).train()
         model.save_pretrained(str(folder))
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
@@ -155,12 +165,23 @@ def trained_registry(tmp_path_factory):
             shutil.rmtree(tmp, ignore_errors=True)
     (folder / "model_card.md").write_text(
         "# fashion-ce (test fixture)\n\nTiny cross-encoder fine-tuned from all-MiniLM-L6-v2 on attribute-graded "
-        "Myntra pairs by tests/conftest.py::trained_registry. For tests only.\n")
-    (folder / "card.json").write_text(json.dumps({
-        "version": version, "base_model": "packaged:all-MiniLM-L6-v2",
-        "train_pairs": len(rows), **hparams, "cache_key": key,
-        "loss": "BinaryCrossEntropyLoss", "labels": "attribute-match grade / 3",
-        "created": datetime.now(timezone.utc).isoformat(), "purpose": "test fixture",
-    }, indent=2))
+        "Myntra pairs by tests/conftest.py::trained_registry. For tests only.\n"
+    )
+    (folder / "card.json").write_text(
+        json.dumps(
+            {
+                "version": version,
+                "base_model": "packaged:all-MiniLM-L6-v2",
+                "train_pairs": len(rows),
+                **hparams,
+                "cache_key": key,
+                "loss": "BinaryCrossEntropyLoss",
+                "labels": "attribute-match grade / 3",
+                "created": datetime.now(timezone.utc).isoformat(),
+                "purpose": "test fixture",
+            },
+            indent=2,
+        )
+    )
     registry.promote(version, reason="test fixture")
     return registry

@@ -36,8 +36,13 @@ class ModelHolder:
         on_swap: called with the new version after every successful swap (e.g. to empty a score cache).
     """
 
-    def __init__(self, registry: ModelRegistry, load: Callable[[str, object], Backend],
-                 metrics: "Metrics | None" = None, on_swap: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        load: Callable[[str, object], Backend],
+        metrics: "Metrics | None" = None,
+        on_swap: Callable[[str], None] | None = None,
+    ):
         self.registry = registry
         self._load = load
         self.metrics = metrics
@@ -77,8 +82,7 @@ class ModelHolder:
                 backend = self._load(version, self.registry.path(version))
             except Exception as exc:  # noqa: BLE001 - any load failure keeps the old model serving
                 self._failed_version = version
-                log.error("cannot load model %s version %s (still serving %s): %s",
-                          self.registry.name, version, serving, exc)
+                log.error("cannot load model %s version %s (still serving %s): %s", self.registry.name, version, serving, exc)
                 if self.metrics:
                     self.metrics.model_loads.labels("error").inc()
                 return serving
@@ -86,8 +90,14 @@ class ModelHolder:
             self.install(backend)
             if self.metrics:
                 self.metrics.model_loads.labels("ok").inc()
-            log.info("serving cross-encoder %s version %s (was %s; loaded in %.1f s, max_length=%d)",
-                     self.registry.name, backend.version, serving, time.monotonic() - t0, backend.max_length)
+            log.info(
+                "serving cross-encoder %s version %s (was %s; loaded in %.1f s, max_length=%d)",
+                self.registry.name,
+                backend.version,
+                serving,
+                time.monotonic() - t0,
+                backend.max_length,
+            )
             return version
 
     def install(self, backend: Backend) -> None:
@@ -121,8 +131,7 @@ class ModelHolder:
     def start_watching(self, poll_s: float) -> None:
         """Poll the registry every `poll_s` seconds in a daemon thread."""
         self._stopping.clear()
-        self._watcher = threading.Thread(target=self._watch_loop, args=(poll_s,), name="rerank-registry-watcher",
-                                         daemon=True)
+        self._watcher = threading.Thread(target=self._watch_loop, args=(poll_s,), name="rerank-registry-watcher", daemon=True)
         self._watcher.start()
 
     def stop_watching(self) -> None:
@@ -140,8 +149,9 @@ class ModelHolder:
                 log.exception("registry watcher error")
 
 
-def registry_loader(backend: str, threads: int | None, device: str = "cpu",
-                    max_length: int | None = None) -> Callable[[str, object], Backend]:
+def registry_loader(
+    backend: str, threads: int | None, device: str = "cpu", max_length: int | None = None
+) -> Callable[[str, object], Backend]:
     """`load(version, path)` for ModelHolder with backend `backend` ("torch", "onnx"), `threads` intra-op
     threads, torch `device`, and an optional `max_length` override (tokens per pair)."""
 

@@ -30,7 +30,7 @@ import numpy as np
 from fashion_rerank.registry import ModelRegistry
 from fashion_rerank.scores import sigmoid
 from fashion_rerank.settings import ServeSettings
-from reranker.backends import Backend
+from reranker.backends import Backend, prepare_backend
 from reranker.batching import length_order, sub_batch_pairs
 from reranker.core.models import ModelHolder, registry_loader
 from reranker.core.request import ScoreResult, Work, fail, validate_request
@@ -60,13 +60,13 @@ class ScoringCore:
         device: torch device for the torch backend ("cpu", "cuda").
     """
 
-    def __init__(self, settings: ServeSettings, registry: ModelRegistry, metrics: "Metrics | None" = None,
-                 loader=None, device: str = "cpu"):
+    def __init__(
+        self, settings: ServeSettings, registry: ModelRegistry, metrics: "Metrics | None" = None, loader=None, device: str = "cpu"
+    ):
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
-        self.models = ModelHolder(registry, loader or registry_loader(settings.backend, settings.threads, device),
-                                  metrics)
+        self.models = ModelHolder(registry, loader or registry_loader(settings.backend, settings.threads, device), metrics)
         self._prepare = loader is None
         self._queue: deque[Work] = deque()
         self._queued_pairs = 0
@@ -84,7 +84,6 @@ class ScoringCore:
         Call it from the main thread: it also sets up the backend's runtime there (see
         `reranker.backends.torch_backend.prepare`: a worker-first OpenMP start made inference ~3x slower).
         """
-        from reranker.backends import prepare_backend
 
         if self._prepare:
             prepare_backend(self.settings.backend, self.settings.threads)
@@ -152,8 +151,14 @@ class ScoringCore:
         return self.models.check()
 
     # ------------------------------------------------------------------ requests
-    def submit(self, query: str, documents: Sequence[str], deadline: float | None = None, front: str = "grpc",
-               truncate_left: bool = False) -> "Future[ScoreResult]":
+    def submit(
+        self,
+        query: str,
+        documents: Sequence[str],
+        deadline: float | None = None,
+        front: str = "grpc",
+        truncate_left: bool = False,
+    ) -> "Future[ScoreResult]":
         """Queue one request; returns a Future resolving to a ScoreResult (input order).
 
         Args:
@@ -181,9 +186,15 @@ class ScoringCore:
         now = time.monotonic()
         backend = self.models.backend
         if not docs:
-            fut.set_result(ScoreResult(np.zeros(0, np.float32), np.zeros(0, np.float32),
-                                       backend.version if backend else "",
-                                       {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": 0.0}, 0))
+            fut.set_result(
+                ScoreResult(
+                    np.zeros(0, np.float32),
+                    np.zeros(0, np.float32),
+                    backend.version if backend else "",
+                    {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": 0.0},
+                    0,
+                )
+            )
             return fut
         if backend is None:
             raise NoModelError(f"no cross-encoder is promoted in {self.registry.dir} yet")
@@ -191,24 +202,33 @@ class ScoringCore:
         if qt > backend.max_query_tokens():
             raise TooLargeError(
                 f"query is {qt} tokens; the model reads {backend.max_length} tokens per (query, document) pair "
-                f"and the query may use at most {backend.max_query_tokens()} of them (the query is never truncated)")
-        work = Work(query=query, documents=docs, deadline=deadline, front=front, future=fut, enqueued=now,
-                     truncate_left=truncate_left)
+                f"and the query may use at most {backend.max_query_tokens()} of them (the query is never truncated)"
+            )
+        work = Work(
+            query=query, documents=docs, deadline=deadline, front=front, future=fut, enqueued=now, truncate_left=truncate_left
+        )
         if deadline is not None and now >= deadline:
             fail(fut, DeadlineExceededError("the deadline passed before the request was queued"))
             return fut
         with self._cond:
             if self._queued_pairs + work.n > s.queue_pairs:
                 raise QueueFullError(
-                    f"scoring queue is full ({self._queued_pairs} pairs waiting, limit {s.queue_pairs}); retry later")
+                    f"scoring queue is full ({self._queued_pairs} pairs waiting, limit {s.queue_pairs}); retry later"
+                )
             self._queue.append(work)
             self._queued_pairs += work.n
             self._update_queue_metrics()
             self._cond.notify()
         return fut
 
-    async def score(self, query: str, documents: Sequence[str], deadline: float | None = None, front: str = "grpc",
-                    truncate_left: bool = False) -> ScoreResult:
+    async def score(
+        self,
+        query: str,
+        documents: Sequence[str],
+        deadline: float | None = None,
+        front: str = "grpc",
+        truncate_left: bool = False,
+    ) -> ScoreResult:
         """asyncio wrapper of `submit`: awaits the result; cancelling the awaiting task drops the work.
 
         Raises what `submit` raises, and DeadlineExceededError / BackendError from the worker.
@@ -271,8 +291,9 @@ class ScoringCore:
             elif w.future.done():  # cancelled: the client went away
                 self._abandon(w, DeadlineExceededError("cancelled"))
             elif w.expired(now):
-                self._abandon(w, DeadlineExceededError(
-                    f"deadline passed after {w.n - w.remaining} of {w.n} documents were scored"))
+                self._abandon(
+                    w, DeadlineExceededError(f"deadline passed after {w.n - w.remaining} of {w.n} documents were scored")
+                )
 
     def _encode(self, backend: Backend, works: list[Work]):
         queries: list[str] = []
@@ -342,8 +363,10 @@ class ScoringCore:
                         pos += 1
                         continue
                     w_ = max(width, int(lengths[i]))
-                    if idx and (len(idx) + 1 > sub_batch_pairs(w_, s.sub_batch, s.sub_batch_tokens)
-                                or w_ * (len(idx) + 1) > s.max_batch_tokens):
+                    if idx and (
+                        len(idx) + 1 > sub_batch_pairs(w_, s.sub_batch, s.sub_batch_tokens)
+                        or w_ * (len(idx) + 1) > s.max_batch_tokens
+                    ):
                         break
                     idx.append(i)
                     width = w_
@@ -378,8 +401,7 @@ class ScoringCore:
             self.metrics.stage.labels("queue").observe(timings["queue"])
             self.metrics.stage.labels("tokenization").observe(timings["tokenize"])
             self.metrics.stage.labels("inference").observe(timings["inference"])
-        result = ScoreResult(logits=w.logits, scores=sigmoid(w.logits), model_version=version, timings=timings,
-                             tokens=w.tokens)
+        result = ScoreResult(logits=w.logits, scores=sigmoid(w.logits), model_version=version, timings=timings, tokens=w.tokens)
         w.alive = False
         if not w.future.done():
             try:

@@ -56,6 +56,17 @@ from reranker.pipeline.options import (
 from reranker.pipeline.uninstall import uninstall_pipeline
 
 __all__ = [
-    "DEFAULT_PIPELINE", "STATE_INDEX", "S_REGEX", "InstallError", "InstallOptions", "connector_body", "default_pipeline_body",
-    "default_reranker_url", "install_pipeline", "model_body", "pipeline_body", "smoke_predict", "uninstall_pipeline",
+    "DEFAULT_PIPELINE",
+    "STATE_INDEX",
+    "S_REGEX",
+    "InstallError",
+    "InstallOptions",
+    "connector_body",
+    "default_pipeline_body",
+    "default_reranker_url",
+    "install_pipeline",
+    "model_body",
+    "pipeline_body",
+    "smoke_predict",
+    "uninstall_pipeline",
 ]

@@ -128,11 +128,17 @@ def request_plan(opts: InstallOptions) -> list[tuple[str, str, dict | None]]:
     cid, gid, mid = "<connector_id>", "<model_group_id>", "<model_id>"
     plan: list[tuple[str, str, dict | None]] = [
         ("GET", "/_cluster/settings?include_defaults=true&flat_settings=true", None),
-        ("PUT", "/_cluster/settings", cluster_settings_body({
-            S_REGEX: ["<every regex currently in the list>", trusted_endpoint_regex(opts.reranker_url)],
-            S_PRIVATE_IP: True,
-            S_ONLY_ML_NODE: False,
-        })),
+        (
+            "PUT",
+            "/_cluster/settings",
+            cluster_settings_body(
+                {
+                    S_REGEX: ["<every regex currently in the list>", trusted_endpoint_regex(opts.reranker_url)],
+                    S_PRIVATE_IP: True,
+                    S_ONLY_ML_NODE: False,
+                }
+            ),
+        ),
         ("POST", "/_plugins/_ml/connectors/_create", connector_body(opts)),
         ("POST", "/_plugins/_ml/model_groups/_register", model_group_body(opts)),
         ("POST", "/_plugins/_ml/models/_register?deploy=true", model_body(opts, cid, gid)),

@@ -9,6 +9,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from opensearchpy.exceptions import NotFoundError, TransportError
+
 from reranker.pipeline.options import InstallError
 
 
@@ -44,14 +46,13 @@ class InstallReport:
 
 def _req(client, method: str, path: str, body: dict | None = None, params: dict | None = None, ok404: bool = False):
     """`client.transport.perform_request`, returning None for 404 when `ok404`, else raising InstallError."""
-    from opensearchpy.exceptions import NotFoundError, TransportError
 
     try:
         return client.transport.perform_request(method, path, params=params, body=body)
     except NotFoundError:
         if ok404:
             return None
-        raise InstallError(f"{method} {path}: not found")
+        raise InstallError(f"{method} {path}: not found") from None
     except TransportError as exc:
         info = exc.info if isinstance(exc.info, (dict, str)) else ""
         reason = info.get("error", info) if isinstance(info, dict) else info
@@ -100,7 +101,11 @@ def _is_private_host(host: str) -> bool:
 
 def _search_by_name(client, kind: str, name: str) -> list[dict]:
     """ml-commons objects (`connectors`, `models`, `model_groups`) with exactly this name, oldest first."""
-    body = {"query": {"term": {"name.keyword": name}}, "size": 100, "sort": [{"created_time": {"order": "asc", "unmapped_type": "long"}}]}
+    body = {
+        "query": {"term": {"name.keyword": name}},
+        "size": 100,
+        "sort": [{"created_time": {"order": "asc", "unmapped_type": "long"}}],
+    }
     resp = _req(client, "POST", f"/_plugins/_ml/{kind}/_search", body=body, ok404=True)
     if not resp:
         return []

@@ -57,8 +57,11 @@ def _ensure_cluster_settings(client, opts: InstallOptions, report: InstallReport
         report.steps.append(Step("cluster setting", S_REGEX, "already set", f"{url} matches {matching[0]}"))
     else:
         changes[S_REGEX] = regexes + [ours]
-        record[S_REGEX] = {"before": flat.get("persistent", {}).get(S_REGEX), "added": ours,
-                           "default": flat.get("defaults", {}).get(S_REGEX)}
+        record[S_REGEX] = {
+            "before": flat.get("persistent", {}).get(S_REGEX),
+            "added": ours,
+            "default": flat.get("defaults", {}).get(S_REGEX),
+        }
         report.steps.append(Step("cluster setting", S_REGEX, "set", f"added {ours} to the {len(regexes)} existing entries"))
 
     host = urlsplit(opts.reranker_url).hostname or ""
@@ -84,8 +87,12 @@ def _ensure_cluster_settings(client, opts: InstallOptions, report: InstallReport
         report.steps.append(Step("cluster setting", S_ONLY_ML_NODE, "set", "false (no node has the ml role)"))
 
     if len(nodes) == 1:
-        stats = _req(client, "GET", "/_nodes/stats/jvm,os", params={
-            "filter_path": "nodes.*.jvm.mem.heap_used_percent,nodes.*.os.mem.used_percent"})["nodes"]
+        stats = _req(
+            client,
+            "GET",
+            "/_nodes/stats/jvm,os",
+            params={"filter_path": "nodes.*.jvm.mem.heap_used_percent,nodes.*.os.mem.used_percent"},
+        )["nodes"]
         node = next(iter(stats.values()))
         for key, used in ((S_HEAP, node["jvm"]["mem"]["heap_used_percent"]), (S_NATIVE, node["os"]["mem"]["used_percent"])):
             threshold = int(float(_effective(flat, key) or 100))
@@ -94,7 +101,9 @@ def _ensure_cluster_settings(client, opts: InstallOptions, report: InstallReport
             elif used + MEMORY_HEADROOM >= threshold:
                 changes[key] = 100
                 record[key] = {"before": flat.get("persistent", {}).get(key), "set": "100"}
-                report.steps.append(Step("cluster setting", key, "set", f"100: single node at {used}% >= {threshold}-{MEMORY_HEADROOM}%"))
+                report.steps.append(
+                    Step("cluster setting", key, "set", f"100: single node at {used}% >= {threshold}-{MEMORY_HEADROOM}%")
+                )
             else:
                 report.steps.append(Step("cluster setting", key, "ok", f"{used}% used < {threshold}%"))
 
@@ -186,8 +195,9 @@ def install_pipeline(client, opts: InstallOptions, out: Callable[[str], None] | 
     state = _state_get(client, doc_id) or {}
     settings_doc = _state_get(client, "settings") or {"kind": "settings", "changed": {}}
     for key, rec in changed_settings.items():
-        settings_doc["changed"].setdefault(key, {"before": rec["before"], "set": rec.get("set"), "added": [],
-                                                 "default": rec.get("default")})
+        settings_doc["changed"].setdefault(
+            key, {"before": rec["before"], "set": rec.get("set"), "added": [], "default": rec.get("default")}
+        )
         if "added" in rec and rec["added"] not in settings_doc["changed"][key]["added"]:
             settings_doc["changed"][key]["added"].append(rec["added"])
     if changed_settings:
@@ -226,7 +236,9 @@ def install_pipeline(client, opts: InstallOptions, out: Callable[[str], None] | 
         step("model group", opts.group_name, "created", report.model_group_id)
 
     # -- model
-    mine = [m for m in models if m.get("connector_id") == report.connector_id and m.get("model_group_id") == report.model_group_id]
+    mine = [
+        m for m in models if m.get("connector_id") == report.connector_id and m.get("model_group_id") == report.model_group_id
+    ]
     if mine:
         report.model_id = mine[0]["_id"]
         # the search index lags behind state changes; GET is real-time
@@ -238,8 +250,13 @@ def install_pipeline(client, opts: InstallOptions, out: Callable[[str], None] | 
             _wait_deployed(client, report.model_id)
             step("model", opts.model_name, "deployed", report.model_id)
     else:
-        resp = _req(client, "POST", "/_plugins/_ml/models/_register", params={"deploy": "true"},
-                    body=model_body(opts, report.connector_id, report.model_group_id))
+        resp = _req(
+            client,
+            "POST",
+            "/_plugins/_ml/models/_register",
+            params={"deploy": "true"},
+            body=model_body(opts, report.connector_id, report.model_group_id),
+        )
         report.model_id = resp.get("model_id") or _model_from_task(client, resp["task_id"])
         _wait_deployed(client, report.model_id)
         step("model", opts.model_name, "created", f"{report.model_id} deployed")
@@ -287,10 +304,15 @@ def install_pipeline(client, opts: InstallOptions, out: Callable[[str], None] | 
             step("index setting", f"{opts.index} {S_DEFAULT_PIPELINE}", "already set", opts.pipeline)
 
     new_state = {
-        "kind": "pipeline", "pipeline": opts.pipeline, "reranker_url": opts.reranker_url,
-        "regex": trusted_endpoint_regex(opts.reranker_url), "connector_id": report.connector_id,
-        "model_group_id": report.model_group_id, "model_id": report.model_id,
-        "key_fingerprint": opts.key_fingerprint, "default_pipeline_before": defaults_before,
+        "kind": "pipeline",
+        "pipeline": opts.pipeline,
+        "reranker_url": opts.reranker_url,
+        "regex": trusted_endpoint_regex(opts.reranker_url),
+        "connector_id": report.connector_id,
+        "model_group_id": report.model_group_id,
+        "model_id": report.model_id,
+        "key_fingerprint": opts.key_fingerprint,
+        "default_pipeline_before": defaults_before,
     }
     if new_state != state:
         _state_put(client, doc_id, new_state)

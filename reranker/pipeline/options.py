@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from fashion_rerank.settings import ModelSettings
+
 DEFAULT_PIPELINE = "rerank-fashion"
 
 
@@ -116,7 +118,6 @@ class InstallOptions:
     @classmethod
     def from_settings(cls, **overrides: Any) -> "InstallOptions":
         """Defaults from `ServeSettings` (HTTP port, TLS, API key, deadline) and `ModelSettings` (name)."""
-        from fashion_rerank.settings import ModelSettings
 
         serve = _serve_settings()
         key = getattr(serve, "http_api_key", None)

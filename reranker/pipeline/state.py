@@ -16,9 +16,13 @@ def _state_put(client, doc_id: str, doc: dict) -> None:
         from opensearchpy.exceptions import RequestError
 
         try:
-            client.indices.create(index=STATE_INDEX, body={"settings": {
-                "index": {"hidden": True, "number_of_shards": 1, "number_of_replicas": 0}},
-                "mappings": {"dynamic": False, "properties": {"kind": {"type": "keyword"}}}})
+            client.indices.create(
+                index=STATE_INDEX,
+                body={
+                    "settings": {"index": {"hidden": True, "number_of_shards": 1, "number_of_replicas": 0}},
+                    "mappings": {"dynamic": False, "properties": {"kind": {"type": "keyword"}}},
+                },
+            )
         except RequestError as exc:  # created concurrently
             if "resource_already_exists" not in str(exc):
                 raise

@@ -58,8 +58,10 @@ def uninstall_pipeline(client, pipeline: str = DEFAULT_PIPELINE, out: Callable[[
     state = _state_get(client, doc_id) or {}
 
     # index settings pointing at the pipeline (found by value, so nothing is left dangling)
-    current = _req(client, "GET", f"/_all/_settings/{S_DEFAULT_PIPELINE}",
-                   params={"flat_settings": "true", "expand_wildcards": "all"}) or {}
+    current = (
+        _req(client, "GET", f"/_all/_settings/{S_DEFAULT_PIPELINE}", params={"flat_settings": "true", "expand_wildcards": "all"})
+        or {}
+    )
     before = state.get("default_pipeline_before", {})
     pointing = [name for name, s in current.items() if s.get("settings", {}).get(S_DEFAULT_PIPELINE) == pipeline]
     for name in sorted(pointing):

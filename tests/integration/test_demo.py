@@ -89,6 +89,7 @@ def test_bad_arguments_are_refused(catalog):
 
 # ------------------------------------------------------------------------------------- failing clearly
 
+
 def test_busy_port_stops_the_demo_with_what_to_do():
     import socket
 
@@ -120,18 +121,29 @@ def test_report_renders_from_a_summary(tmp_path):
     m = lambda v: {"value": v, "ci95": [v - 0.02, v + 0.02]}  # noqa: E731
     summary = {
         "systems": {
-            "knn": {"ndcg@10": m(0.70), "mrr@10": m(0.75), "recall@10": m(0.20),
-                    "latency_ms": {"p50": 20.0, "p95": 40.0, "n": 3, "samples": [15.0, 20.0, 40.0]}},
-            "reranked": {"ndcg@10": m(0.80), "mrr@10": m(0.85), "recall@10": m(0.25),
-                         "latency_ms": {"p50": 200.0, "p95": 400.0, "n": 3, "samples": [150.0, 200.0, 400.0]}},
+            "knn": {
+                "ndcg@10": m(0.70),
+                "mrr@10": m(0.75),
+                "recall@10": m(0.20),
+                "latency_ms": {"p50": 20.0, "p95": 40.0, "n": 3, "samples": [15.0, 20.0, 40.0]},
+            },
+            "reranked": {
+                "ndcg@10": m(0.80),
+                "mrr@10": m(0.85),
+                "recall@10": m(0.25),
+                "latency_ms": {"p50": 200.0, "p95": 400.0, "n": 3, "samples": [150.0, 200.0, 400.0]},
+            },
         },
         "significance": {"ndcg@10": {"test": "paired t-test", "p_value": 0.0001, "delta": 0.1, "delta_ci95": [0.05, 0.15]}},
         "judge": {"name": "fashion-rerank judge-server", "model": "reference-rubric-v1", "reference_rubric": True},
         "model": {"base_model": "packaged:all-MiniLM-L6-v2", "training_time_s": 12.0},
         "judged_pairs": {"train": 100, "held_out": 50, "total": 150},
-        "examples": [{"query": "black tee men", "knn": [{"title": "A | B", "grade": 1}], "reranked": [{"title": "C", "grade": 3}]}],
+        "examples": [
+            {"query": "black tee men", "knn": [{"title": "A | B", "grade": 1}], "reranked": [{"title": "C", "grade": 3}]}
+        ],
         "caveats": ["the rubric reads the same attributes as the generator"],
-        "steps": [{"name": "index", "seconds": 1.5, "note": ""}], "total_seconds": 2.0,
+        "steps": [{"name": "index", "seconds": 1.5, "note": ""}],
+        "total_seconds": 2.0,
     }
     paths = write_report(summary, tmp_path)
     md = paths["report"].read_text()
@@ -144,6 +156,7 @@ def test_report_renders_from_a_summary(tmp_path):
 
 # ------------------------------------------------------------------------------------- the whole demo
 
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # ~4 min on 2 idle cores; the fine-tune slows ~8x when the cores are shared
 def test_demo_pipeline_end_to_end_on_a_catalog_slice(opensearch_url, os_client, unique_name, tmp_path):
@@ -152,8 +165,18 @@ def test_demo_pipeline_end_to_end_on_a_catalog_slice(opensearch_url, os_client, 
     held-out queries. About 4 minutes on 2 idle cores."""
     from demo.run import Demo, DemoConfig, run_demo
 
-    cfg = DemoConfig(limit=2000, queries=180, out=tmp_path / "report", work=tmp_path / "work", alias=unique_name,
-                     grpc_port=0, metrics_port=0, judge_port=0, top_k=30, epochs=3)
+    cfg = DemoConfig(
+        limit=2000,
+        queries=180,
+        out=tmp_path / "report",
+        work=tmp_path / "work",
+        alias=unique_name,
+        grpc_port=0,
+        metrics_port=0,
+        judge_port=0,
+        top_k=30,
+        epochs=3,
+    )
     try:
         summary = run_demo(cfg)
     finally:

@@ -66,22 +66,50 @@ def refreshed(os_client, opensearch_url, tmp_path_factory):
         log = tmp / "ubi_queries.jsonl"
         write_query_log(log, products, n_distinct=400, seed=11)
         registry = ModelRegistry(tmp / "models", "fashion-ce")
-        sidecar = Sidecar(ServeSettings(grpc_port=0, metrics_port=-1, http_port=0, threads=1, registry_poll_s=0.2,
-                                        querylog_path=None, querylog_index=None, grace_s=1.0),
-                          registry, OpenSearchSettings(url=opensearch_url, index_alias=alias), encoder=load_bi_encoder())
+        sidecar = Sidecar(
+            ServeSettings(
+                grpc_port=0,
+                metrics_port=-1,
+                http_port=0,
+                threads=1,
+                registry_poll_s=0.2,
+                querylog_path=None,
+                querylog_index=None,
+                grace_s=1.0,
+            ),
+            registry,
+            OpenSearchSettings(url=opensearch_url, index_alias=alias),
+            encoder=load_bi_encoder(),
+        )
         sidecar.start()
         assert sidecar.core.model_version is None  # nothing promoted yet
         settings = LabelSettings(
-            base_url=judge.url, api_key="test", judgments_path=tmp / "judgments" / "judgments.jsonl",
-            reports_dir=tmp / "reports", query_log=str(log), top_k=20, random_extras=5,
-            dev_fraction=0.25, test_fraction=0.3, epochs=2, learning_rate=1e-4, promotion_margin=0.0,
+            base_url=judge.url,
+            api_key="test",
+            judgments_path=tmp / "judgments" / "judgments.jsonl",
+            reports_dir=tmp / "reports",
+            query_log=str(log),
+            top_k=20,
+            random_extras=5,
+            dev_fraction=0.25,
+            test_fraction=0.3,
+            epochs=2,
+            learning_rate=1e-4,
+            promotion_margin=0.0,
             train_threads=1,  # 1 thread trains faster than 2 on a machine shared with other jobs
         )
         t0 = time.perf_counter()
         report = refresh(settings, client=os_client, alias=alias, n_queries=N_QUERIES, registry=registry)
         print(f"\nrefresh took {time.perf_counter() - t0:.0f} s\n" + report.markdown())
-        yield SimpleNamespace(report=report, registry=registry, settings=settings, sidecar=sidecar, judge=judge,
-                              alias=alias, store=JudgmentStore(settings.judgments_path))
+        yield SimpleNamespace(
+            report=report,
+            registry=registry,
+            settings=settings,
+            sidecar=sidecar,
+            judge=judge,
+            alias=alias,
+            store=JudgmentStore(settings.judgments_path),
+        )
     finally:
         if sidecar is not None:
             sidecar.stop(1.0)
@@ -102,13 +130,17 @@ def test_refresh_labels_trains_and_the_candidate_beats_knn_on_held_out_queries(r
         assert splits.setdefault(j.query, j.split) == j.split
     cand = rep.candidate
     t = cand["training"]
-    print(f"training: {t['pairs']} pairs x {t['epochs']} epochs in {t['seconds']} s = "
-          f"{t['seconds_per_1k_pairs_epoch']} s per 1,000 pairs per epoch")
+    print(
+        f"training: {t['pairs']} pairs x {t['epochs']} epochs in {t['seconds']} s = "
+        f"{t['seconds_per_1k_pairs_epoch']} s per 1,000 pairs per epoch"
+    )
     assert t["pairs"] >= 1200
     test = cand["evaluation"]["test"]["systems"]
     knn, new = test["knn"]["metrics"], test["candidate"]["metrics"]
-    print(f"held-out test: kNN nDCG@10 {knn['nDCG@10']:.4f} MRR@10 {knn['MRR@10']:.4f} Recall@10 {knn['Recall@10']:.4f}"
-          f" | trained {new['nDCG@10']:.4f} / {new['MRR@10']:.4f} / {new['Recall@10']:.4f}")
+    print(
+        f"held-out test: kNN nDCG@10 {knn['nDCG@10']:.4f} MRR@10 {knn['MRR@10']:.4f} Recall@10 {knn['Recall@10']:.4f}"
+        f" | trained {new['nDCG@10']:.4f} / {new['MRR@10']:.4f} / {new['Recall@10']:.4f}"
+    )
     assert new["nDCG@10"] > knn["nDCG@10"]
     assert cand["evaluation"]["test"]["queries"] >= 30
     # the version is in the registry with its model card
@@ -136,8 +168,11 @@ def test_the_running_sidecar_serves_the_promoted_model_without_restart(refreshed
     pool = refreshed.store.pools()[0]
     texts = [c.text for c in pool.candidates[:10]]
     with RerankerClient(refreshed.sidecar.target, timeout=60) as client:
-        resp = wait_until(lambda: (r := client.rerank(pool.query, texts)) and r.model_version == version and r,
-                          timeout=60, what=f"the sidecar to serve {version}")
+        resp = wait_until(
+            lambda: (r := client.rerank(pool.query, texts)) and r.model_version == version and r,
+            timeout=60,
+            what=f"the sidecar to serve {version}",
+        )
     expected = CrossEncoder(str(refreshed.registry.path(version))).predict([(pool.query, t) for t in texts])
     got = np.zeros(len(texts))
     for r in resp.results:

@@ -27,6 +27,7 @@ K = 20
 
 # --------------------------------------------------------------------------------------- fixtures
 
+
 def _fixture_registry(root: Path):
     """A registry holding one promoted CrossEncoder made from the packaged MiniLM (seeded head, untrained)."""
     import torch
@@ -100,6 +101,7 @@ def _sigmoid(x: float) -> float:
 
 # ----------------------------------------------------------------------------------- HTTP front
 
+
 def test_cohere_rerank_shape_sorted_and_complete(http, sidecar):
     docs = ["Red floral cotton summer dress", {"text": "Black leather ankle boots"}, "Blue denim jeans", "Red midi dress"]
     r = http.post("/v1/rerank", json={"model": "anything", "query": "red dress", "documents": docs, "return_documents": True})
@@ -151,15 +153,23 @@ def test_health_models_and_metrics_labelled_http(http, sidecar):
     assert models and models[0]["version"] == sidecar.core.model_version
 
     def count(code: str) -> float:
-        return sidecar.metrics.registry.get_sample_value(
-            "fashion_rerank_requests_total", {"method": "/v1/rerank", "front": "http", "code": code}) or 0.0
+        return (
+            sidecar.metrics.registry.get_sample_value(
+                "fashion_rerank_requests_total", {"method": "/v1/rerank", "front": "http", "code": code}
+            )
+            or 0.0
+        )
 
     ok0, bad0 = count("200"), count("400")
     assert http.post("/v1/rerank", json={"query": "q", "documents": ["a", "b"]}).status_code == 200
     assert http.post("/v1/rerank", json={"query": "q"}).status_code == 400
     assert count("200") == ok0 + 1 and count("400") == bad0 + 1
-    assert (sidecar.metrics.registry.get_sample_value(
-        "fashion_rerank_request_duration_seconds_count", {"method": "/v1/rerank", "front": "http"}) or 0) >= 2
+    assert (
+        sidecar.metrics.registry.get_sample_value(
+            "fashion_rerank_request_duration_seconds_count", {"method": "/v1/rerank", "front": "http"}
+        )
+        or 0
+    ) >= 2
 
 
 @pytest.mark.parametrize(
@@ -201,8 +211,10 @@ def test_http_errors_have_their_status_and_name_the_field(http, path, payload, s
 def test_deadline_header_gives_504(http):
     r = http.post("/v1/rerank", json={"query": "q", "documents": ["a"] * 50}, headers={"X-Request-Timeout-Ms": "0.001"})
     assert r.status_code == 504, r.text
-    assert http.post("/v1/rerank", json={"query": "q", "documents": ["a"]},
-                     headers={"X-Request-Timeout-Ms": "soon"}).status_code == 400
+    assert (
+        http.post("/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"X-Request-Timeout-Ms": "soon"}).status_code
+        == 400
+    )
 
 
 def test_no_model_gives_503(tmp_path):
@@ -268,9 +280,28 @@ def test_tls(registry, tmp_path):
     import subprocess
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    proc = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                           "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"openssl cannot make a test certificate: {proc.stderr[-200:]}")
     sc = Sidecar(registry, http_tls_cert=str(cert), http_tls_key=str(key))
@@ -287,6 +318,7 @@ def test_tls(registry, tmp_path):
 
 
 # ------------------------------------------------------------------------------ OpenSearch pipeline
+
 
 @pytest.fixture(scope="module")
 def products(os_client):
@@ -330,8 +362,7 @@ def _snapshot(os_client, alias: str) -> dict:
 
     with warnings.catch_warnings():  # ml-commons' search reads its system indices near-real-time: refresh first
         warnings.simplefilter("ignore")
-        os_client.indices.refresh(index=".plugins-ml-*", allow_no_indices=True, ignore_unavailable=True,
-                                  expand_wildcards="all")
+        os_client.indices.refresh(index=".plugins-ml-*", allow_no_indices=True, ignore_unavailable=True, expand_wildcards="all")
     snap: dict = {"settings": os_client.cluster.get_settings(flat_settings=True)}
     try:
         snap["pipelines"] = os_client.transport.perform_request("GET", "/_search/pipeline")
@@ -340,10 +371,12 @@ def _snapshot(os_client, alias: str) -> dict:
     for kind in ("connectors", "models", "model_groups"):
         try:
             r = os_client.transport.perform_request(
-                "POST", f"/_plugins/_ml/{kind}/_search", body={"query": {"match_all": {}}, "size": 1000})
+                "POST", f"/_plugins/_ml/{kind}/_search", body={"query": {"match_all": {}}, "size": 1000}
+            )
             snap[kind] = sorted(
                 (h["_id"], json.dumps({k: v for k, v in h["_source"].items() if k not in ("last_updated_time",)}, sort_keys=True))
-                for h in r["hits"]["hits"])
+                for h in r["hits"]["hits"]
+            )
         except NotFoundError:
             snap[kind] = []
     snap["index_settings"] = os_client.indices.get_settings(index=alias, flat_settings=True)
@@ -368,8 +401,7 @@ def full_sidecar(registry, encoder):
     from fashion_rerank.settings import ServeSettings
     from reranker.serve import Sidecar as ServeSidecar
 
-    settings = ServeSettings(threads=1, grpc_port=0, http_port=_free_port(), metrics_port=-1,
-                             querylog_path="", querylog_index="")
+    settings = ServeSettings(threads=1, grpc_port=0, http_port=_free_port(), metrics_port=-1, querylog_path="", querylog_index="")
     sc = ServeSidecar(settings, registry, encoder=encoder).start()
     assert sc.http_front is not None
     sc.url = sc.http_front.url
@@ -451,8 +483,8 @@ def test_pipeline_search_is_knn_hits_reordered_by_sidecar_scores(os_client, prod
             assert h["_score"] == pytest.approx(score_of[h["_id"]], abs=1e-5)
         expected = [pid for pid, _ in sorted(score_of.items(), key=lambda kv: -kv[1])]
         assert [h["_id"] for h in reranked] == expected or all(
-            math.isclose(score_of[a], score_of[b], abs_tol=1e-6)
-            for a, b in zip([h["_id"] for h in reranked], expected) if a != b)
+            math.isclose(score_of[a], score_of[b], abs_tol=1e-6) for a, b in zip([h["_id"] for h in reranked], expected) if a != b
+        )
         assert [h["_id"] for h in reranked] != [h["_id"] for h in plain]  # it really reordered
 
         # the index's default search pipeline (set_default) reranks a plain _search too
@@ -465,7 +497,11 @@ def test_install_twice_changes_nothing(os_client, products, installed):
     opts, report, _before, after, _lines = installed
     again = pi.install_pipeline(os_client, opts)
     assert not again.changed, [s.line() for s in again.steps]
-    assert (again.connector_id, again.model_id, again.model_group_id) == (report.connector_id, report.model_id, report.model_group_id)
+    assert (again.connector_id, again.model_id, again.model_group_id) == (
+        report.connector_id,
+        report.model_id,
+        report.model_group_id,
+    )
     now = _snapshot(os_client, products)
     assert now == after, {k: (after[k], now[k]) for k in now if now[k] != after[k]}
 
@@ -475,8 +511,10 @@ def test_dry_run_prints_the_bodies_install_sends(installed, capsys):
     from cli.main import main
 
     opts = installed[0]
-    assert main(["opensearch", "install-pipeline", "--dry-run", "--pipeline", opts.pipeline,
-                 "--reranker-url", opts.reranker_url]) == 0
+    assert (
+        main(["opensearch", "install-pipeline", "--dry-run", "--pipeline", opts.pipeline, "--reranker-url", opts.reranker_url])
+        == 0
+    )
     out = capsys.readouterr().out
     blocks = _request_blocks(out)
     assert blocks["POST /_plugins/_ml/connectors/_create"] == pi.connector_body(opts)
@@ -505,9 +543,10 @@ def _request_blocks(text: str) -> dict[str, dict]:
 
 def test_docs_show_the_bodies_install_sends():
     """docs/opensearch-integration.md holds the dry-run output for the default options, verbatim."""
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "opensearch-integration.md").read_text()
-    opts = pi.InstallOptions.from_settings(pipeline="rerank-fashion", reranker_url="http://127.0.0.1:8080",
-                                           index="products", set_default=True)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "opensearch-integration.md").read_text()
+    opts = pi.InstallOptions.from_settings(
+        pipeline="rerank-fashion", reranker_url="http://127.0.0.1:8080", index="products", set_default=True
+    )
     blocks = _request_blocks(doc.replace("```json", "").replace("```", ""))
     assert blocks["POST /_plugins/_ml/connectors/_create"] == pi.connector_body(opts)
     assert blocks["PUT /_search/pipeline/rerank-fashion"] == pi.pipeline_body(opts, "<model_id>")
@@ -530,8 +569,12 @@ def test_sidecar_down_search_fails_open_to_knn_order(os_client, products, instal
 def test_uninstall_leaves_the_cluster_as_before(os_client, products, installed):
     opts, _report, before, _after, _lines = installed
     steps = pi.uninstall_pipeline(os_client, opts.pipeline)
-    assert {(s.what, s.status) for s in steps} >= {("search pipeline", "removed"), ("model", "removed"),
-                                                   ("connector", "removed"), ("index setting", "restored")}
+    assert {(s.what, s.status) for s in steps} >= {
+        ("search pipeline", "removed"),
+        ("model", "removed"),
+        ("connector", "removed"),
+        ("index setting", "restored"),
+    }
     now = _snapshot(os_client, products)
     assert now == before, {k: (before[k], now[k]) for k in now if now[k] != before[k]}
     again = pi.uninstall_pipeline(os_client, opts.pipeline)  # twice is harmless

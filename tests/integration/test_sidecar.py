@@ -33,6 +33,7 @@ N_PRODUCTS = 400
 
 # ------------------------------------------------------------------------------------------ helpers
 
+
 def wait_until(pred, timeout: float = 30.0, every: float = 0.05, what: str = "condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -157,6 +158,7 @@ class TcpProxy:
 
 # ----------------------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def products() -> list[Product]:
     """Held-out Myntra products (after the 3000 the fixture model trained on)."""
@@ -175,18 +177,32 @@ def product_index(os_client, products):
     name = f"t-sidecar-{uuid.uuid4().hex[:8]}"
     encoder = load_bi_encoder()
     props = {f: {"type": "keyword"} for f in ATTRIBUTE_FIELDS}
-    props.update({
-        "embedding": {"type": "knn_vector", "dimension": encoder.dimension,
-                      "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"}},
-        "product_id": {"type": "keyword"}, "title": {"type": "text"}, "description": {"type": "text"},
-        "rerank_text": {"type": "text"},
-    })
-    os_client.indices.create(index=name, body={
-        "settings": {"index": {"knn": True, "number_of_shards": 1, "number_of_replicas": 0}},
-        "mappings": {"properties": props}})
+    props.update(
+        {
+            "embedding": {
+                "type": "knn_vector",
+                "dimension": encoder.dimension,
+                "method": {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"},
+            },
+            "product_id": {"type": "keyword"},
+            "title": {"type": "text"},
+            "description": {"type": "text"},
+            "rerank_text": {"type": "text"},
+        }
+    )
+    os_client.indices.create(
+        index=name,
+        body={
+            "settings": {"index": {"knn": True, "number_of_shards": 1, "number_of_replicas": 0}},
+            "mappings": {"properties": props},
+        },
+    )
     vectors = encoder.encode([rerank_text(p) for p in products])
-    helpers.bulk(os_client, ({"_index": name, "_id": p.id, "_source": {**p.to_source(), "embedding": v.tolist()}}
-                             for p, v in zip(products, vectors)), refresh=True)
+    helpers.bulk(
+        os_client,
+        ({"_index": name, "_id": p.id, "_source": {**p.to_source(), "embedding": v.tolist()}} for p, v in zip(products, vectors)),
+        refresh=True,
+    )
     yield name
     os_client.indices.delete(index=name, ignore_unavailable=True)
 
@@ -200,11 +216,21 @@ def make_sidecar(opensearch_url, tmp_path):
 
     def make(registry, os_url: str | None = None, index: str = "products", **overrides):
         # a generous rerank budget: a loaded 2-core machine must not turn these tests into fail-open ones
-        base = dict(grpc_port=0, metrics_port=0, http_port=0, threads=1, registry_poll_s=0.1,
-                    querylog_path=None, querylog_index=None, grace_s=2.0, rerank_budget_ms=60_000)
+        base = dict(
+            grpc_port=0,
+            metrics_port=0,
+            http_port=0,
+            threads=1,
+            registry_poll_s=0.1,
+            querylog_path=None,
+            querylog_index=None,
+            grace_s=2.0,
+            rerank_budget_ms=60_000,
+        )
         base.update(overrides)
-        sc = Sidecar(ServeSettings(**base), registry,
-                     OpenSearchSettings(url=os_url or opensearch_url, index_alias=index, timeout_s=10))
+        sc = Sidecar(
+            ServeSettings(**base), registry, OpenSearchSettings(url=os_url or opensearch_url, index_alias=index, timeout_s=10)
+        )
         sc.start()
         started.append(sc)
         return sc
@@ -219,9 +245,13 @@ def server(trained_registry, product_index, opensearch_url):
     """One sidecar serving the trained fixture model, shared by the read-only tests of this module."""
     from reranker.serve import Sidecar
 
-    sc = Sidecar(ServeSettings(grpc_port=0, metrics_port=0, http_port=0, threads=1, querylog_path=None,
-                               querylog_index=None, rerank_budget_ms=60_000),
-                 trained_registry, OpenSearchSettings(url=opensearch_url, index_alias=product_index))
+    sc = Sidecar(
+        ServeSettings(
+            grpc_port=0, metrics_port=0, http_port=0, threads=1, querylog_path=None, querylog_index=None, rerank_budget_ms=60_000
+        ),
+        trained_registry,
+        OpenSearchSettings(url=opensearch_url, index_alias=product_index),
+    )
     sc.start()
     yield sc
     sc.stop(1.0)
@@ -233,8 +263,15 @@ def client(server):
         yield c
 
 
-RELEVANT = {"id": "relevant", "title": "Titan Women Black Leather Watch", "product_type": "Watches",
-            "colour": "Black", "gender": "Women", "usage": "Casual", "brand": "Titan"}
+RELEVANT = {
+    "id": "relevant",
+    "title": "Titan Women Black Leather Watch",
+    "product_type": "Watches",
+    "colour": "Black",
+    "gender": "Women",
+    "usage": "Casual",
+    "brand": "Titan",
+}
 UNRELATED = [
     {"id": "shoes", "title": "Nike Men Blue Running Shoes", "product_type": "Sports Shoes", "colour": "Blue", "gender": "Men"},
     {"id": "tshirt", "title": "Puma Men Grey T-shirt", "product_type": "Tshirts", "colour": "Grey", "gender": "Men"},
@@ -243,6 +280,7 @@ UNRELATED = [
 
 
 # ------------------------------------------------------------------------------------------- tests
+
 
 def test_core_interface_async_score_errors_and_cancel(trained_registry, tmp_path):
     """The ScoringCore interface both fronts code against, without any front."""
@@ -326,8 +364,14 @@ def test_committed_stubs_match_the_protos(tmp_path):
     from fashion_rerank.protogen import ROOT, generate
 
     generated = generate(tmp_path)
-    assert {p.name for p in generated} == {"reranker_pb2.py", "reranker_pb2.pyi", "reranker_pb2_grpc.py",
-                                           "tei_pb2.py", "tei_pb2.pyi", "tei_pb2_grpc.py"}
+    assert {p.name for p in generated} == {
+        "reranker_pb2.py",
+        "reranker_pb2.pyi",
+        "reranker_pb2_grpc.py",
+        "tei_pb2.py",
+        "tei_pb2.pyi",
+        "tei_pb2_grpc.py",
+    }
     for new in generated:
         committed = ROOT / new.relative_to(tmp_path)
         assert committed.exists(), f"{committed} is missing: run `make proto`"
@@ -413,14 +457,18 @@ def test_tei_protocol_gives_the_native_scores(server, client):
     for r in raw.ranks:
         assert r.score == pytest.approx(by_index[r.index].logit, abs=1e-5)
         assert not r.HasField("text")
-    stream = client.tei.RerankStream(iter([tei_pb2.RerankStreamRequest(query="black watch for women", text=t)
-                                           for t in texts]), timeout=60)
+    stream = client.tei.RerankStream(
+        iter([tei_pb2.RerankStreamRequest(query="black watch for women", text=t) for t in texts]), timeout=60
+    )
     assert [r.index for r in stream.ranks] == [r.index for r in native.results]
     for r in stream.ranks:
         assert r.score == pytest.approx(by_index[r.index].score, abs=1e-6)
-    left = client.tei.Rerank(tei_pb2.RerankRequest(
-        query="red dress", texts=[" ".join(["dress"] * 200) + " red"],
-        truncation_direction=tei_pb2.TRUNCATION_DIRECTION_LEFT), timeout=60)
+    left = client.tei.Rerank(
+        tei_pb2.RerankRequest(
+            query="red dress", texts=[" ".join(["dress"] * 200) + " red"], truncation_direction=tei_pb2.TRUNCATION_DIRECTION_LEFT
+        ),
+        timeout=60,
+    )
     assert len(left.ranks) == 1 and math.isfinite(left.ranks[0].score)
 
 
@@ -482,8 +530,10 @@ def test_search_reranks_once_a_model_is_promoted(make_sidecar, trained_registry,
         two = c.search("shoes", top_k=20, top_n=5, filters={"gender": ["Men"], "colour": ["Black", "White"]})
         assert all(h.product.gender == "Men" and h.product.colour in ("Black", "White") for h in two.hits)
 
-    assert cli_main(["search", "black watch for women", "--target", sc.target, "--top-n", "3", "--top-k", "30",
-                     "--timeout", "60"]) == 0
+    assert (
+        cli_main(["search", "black watch for women", "--target", sc.target, "--top-n", "3", "--top-k", "30", "--timeout", "60"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"reranked by {version}" in out and len(out.strip().splitlines()) == 2 + 3
 
@@ -521,8 +571,7 @@ def test_query_log_to_an_opensearch_index(make_sidecar, trained_registry, produc
 
 
 def test_limits_and_bad_input_get_their_status(make_sidecar, trained_registry, product_index):
-    sc = make_sidecar(trained_registry, index=product_index, max_documents=5, max_text_chars=300,
-                      max_message_bytes=64 * 1024)
+    sc = make_sidecar(trained_registry, index=product_index, max_documents=5, max_text_chars=300, max_message_bytes=64 * 1024)
     ia, re_ = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
     with RerankerClient(sc.target, timeout=30) as c:
         assert code_of(lambda: c.rerank("", ["a"])) == ia
@@ -534,8 +583,10 @@ def test_limits_and_bad_input_get_their_status(make_sidecar, trained_registry, p
         with pytest.raises(grpc.RpcError) as info:
             c.rerank(" ".join(["a"] * 70), ["a"])  # 139 characters, 70 tokens > 64 - 3 - 8
         assert info.value.code() == ia and "tokens" in info.value.details()
-        assert code_of(lambda: c.stub.Rerank(reranker_pb2.RerankRequest(
-            query="dress", documents=[reranker_pb2.Document(id="x")]))) == ia
+        assert (
+            code_of(lambda: c.stub.Rerank(reranker_pb2.RerankRequest(query="dress", documents=[reranker_pb2.Document(id="x")])))
+            == ia
+        )
         assert code_of(lambda: c.rerank("dress", [{"id": "p", "colour": "Red"}])) == ia
         assert code_of(lambda: c.tei.Rerank(tei_pb2.RerankRequest(query="dress", texts=["a"] * 6))) == ia
         # message size limits: the server's (64 KiB) and the client's own
@@ -558,11 +609,15 @@ def test_full_queue_is_refused_at_once(make_sidecar, trained_registry, products)
     sc = make_sidecar(trained_registry, max_documents=200, queue_pairs=200, max_batch_pairs=200)
     long_texts = [rerank_text(p) + " | " + " ".join(p.title.split() * 6) for p in products[:200]]
     with RerankerClient(sc.target, timeout=300) as c:
-        first = c.stub.Rerank.future(reranker_pb2.RerankRequest(
-            query="black watch", documents=[reranker_pb2.Document(text=t) for t in long_texts]), timeout=300)
+        first = c.stub.Rerank.future(
+            reranker_pb2.RerankRequest(query="black watch", documents=[reranker_pb2.Document(text=t) for t in long_texts]),
+            timeout=300,
+        )
         wait_until(lambda: sc.core.busy and sc.core.queue_depth() == (0, 0), what="the worker to take request 1")
-        second = c.stub.Rerank.future(reranker_pb2.RerankRequest(
-            query="blue jeans", documents=[reranker_pb2.Document(text=t) for t in long_texts]), timeout=300)
+        second = c.stub.Rerank.future(
+            reranker_pb2.RerankRequest(query="blue jeans", documents=[reranker_pb2.Document(text=t) for t in long_texts]),
+            timeout=300,
+        )
         wait_until(lambda: sc.core.queue_depth() == (1, 200), what="request 2 to be queued")
         assert sc.core.busy, "request 1 finished too early for this test; make the texts longer"
         t0 = time.monotonic()
@@ -586,17 +641,24 @@ def test_passed_deadline_and_cancelled_call_free_the_worker(make_sidecar, traine
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         wait_until(lambda: not sc.core.busy and sc.core.queue_depth() == (0, 0), what="the worker to drop the work")
         after = scrape(sc.metrics_port)
-        scored = metric(after, "fashion_rerank_pairs_total", outcome="scored") - metric(before, "fashion_rerank_pairs_total", outcome="scored")
-        abandoned = metric(after, "fashion_rerank_pairs_total", outcome="abandoned") - metric(before, "fashion_rerank_pairs_total", outcome="abandoned")
+        scored = metric(after, "fashion_rerank_pairs_total", outcome="scored") - metric(
+            before, "fashion_rerank_pairs_total", outcome="scored"
+        )
+        abandoned = metric(after, "fashion_rerank_pairs_total", outcome="abandoned") - metric(
+            before, "fashion_rerank_pairs_total", outcome="abandoned"
+        )
         assert abandoned > 0 and scored + abandoned == 1000 and scored < 1000
         # a client that goes away: its work is dropped too
-        fut = c.stub.Rerank.future(reranker_pb2.RerankRequest(
-            query="blue jeans", documents=[reranker_pb2.Document(text=t) for t in texts]), timeout=120)
+        fut = c.stub.Rerank.future(
+            reranker_pb2.RerankRequest(query="blue jeans", documents=[reranker_pb2.Document(text=t) for t in texts]), timeout=120
+        )
         wait_until(lambda: sc.core.busy, what="the worker to start")
         fut.cancel()
         wait_until(lambda: not sc.core.busy, what="the worker to drop the cancelled call")
         final = scrape(sc.metrics_port)
-        assert metric(final, "fashion_rerank_pairs_total", outcome="abandoned") > metric(after, "fashion_rerank_pairs_total", outcome="abandoned")
+        assert metric(final, "fashion_rerank_pairs_total", outcome="abandoned") > metric(
+            after, "fashion_rerank_pairs_total", outcome="abandoned"
+        )
         # and the worker serves the next request right away
         assert len(c.rerank("black watch", texts[:5], timeout=30).results) == 5
 
@@ -721,26 +783,40 @@ def test_serve_command_drains_on_sigterm(trained_registry, product_index, opense
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, FR_SERVE_GRPC_PORT=str(port), FR_SERVE_METRICS_PORT="-1", FR_SERVE_HTTP_PORT="0",
-               FR_SERVE_THREADS="1", FR_SERVE_QUERYLOG_PATH="", FR_SERVE_QUERYLOG_INDEX="", FR_SERVE_GRACE_S="60",
-               FR_SERVE_DRAIN_S="2",
-               FR_MODEL_REGISTRY_DIR=str(trained_registry.root), FR_MODEL_NAME=trained_registry.name,
-               OPENSEARCH_URL=opensearch_url, OPENSEARCH_INDEX_ALIAS=product_index, HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        FR_SERVE_GRPC_PORT=str(port),
+        FR_SERVE_METRICS_PORT="-1",
+        FR_SERVE_HTTP_PORT="0",
+        FR_SERVE_THREADS="1",
+        FR_SERVE_QUERYLOG_PATH="",
+        FR_SERVE_QUERYLOG_INDEX="",
+        FR_SERVE_GRACE_S="60",
+        FR_SERVE_DRAIN_S="2",
+        FR_MODEL_REGISTRY_DIR=str(trained_registry.root),
+        FR_MODEL_NAME=trained_registry.name,
+        OPENSEARCH_URL=opensearch_url,
+        OPENSEARCH_INDEX_ALIAS=product_index,
+        HF_HUB_OFFLINE="1",
+    )
     log = tmp_path / "serve.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, stdout=fh,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT)
     try:
         with RerankerClient(f"127.0.0.1:{port}", timeout=120) as c:
+
             def serving():
                 try:
                     return c.health() == "SERVING"
                 except grpc.RpcError:
                     return proc.poll() is not None and pytest.fail(log.read_text())
+
             wait_until(serving, timeout=180, every=0.5, what="the server to start")
             texts = [rerank_text(p) for p in products[:300]]
-            call = c.stub.Rerank.future(reranker_pb2.RerankRequest(
-                query="black watch", documents=[reranker_pb2.Document(text=t) for t in texts]), timeout=120)
+            call = c.stub.Rerank.future(
+                reranker_pb2.RerankRequest(query="black watch", documents=[reranker_pb2.Document(text=t) for t in texts]),
+                timeout=120,
+            )
             time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             with RerankerClient(f"127.0.0.1:{port}", timeout=5) as probe:  # a new channel, as a load balancer's

@@ -89,6 +89,7 @@ def _rows_from_myntra(n: int) -> list[dict]:
 
 # --------------------------------------------------------------------------------------- catalog reader
 
+
 def test_myntra_reader_reads_the_real_bundled_file_and_joins_comma_lines():
     read = read_myntra()
     products = list(read.products)
@@ -101,12 +102,18 @@ def test_myntra_reader_reads_the_real_bundled_file_and_joins_comma_lines():
     assert sum("," in p.title for p in products) == 22
     assert by_id["15970"].title == "Turtle Check Men Navy Blue Shirt"
     assert by_id["15970"].attributes == {
-        "gender": "Men", "category": "Topwear", "product_type": "Shirts", "colour": "Navy Blue",
-        "usage": "Casual", "season": "Fall", "brand": "Turtle Check",
+        "gender": "Men",
+        "category": "Topwear",
+        "product_type": "Shirts",
+        "colour": "Navy Blue",
+        "usage": "Casual",
+        "season": "Fall",
+        "brand": "Turtle Check",
     }
 
 
 # ------------------------------------------------------------------------------------------ full build
+
 
 def test_full_build_summary_mapping_and_searchable_at_return(os_client, built, encoder):
     alias, summary, count_at_return = built
@@ -143,7 +150,12 @@ def test_full_build_summary_mapping_and_searchable_at_return(os_client, built, e
 
 @pytest.mark.parametrize(
     "query,product_type",
-    [("wrist watch", "Watches"), ("handbag for women", "Handbags"), ("running shoes", "Sports Shoes"), ("flip flops", "Flip Flops")],
+    [
+        ("wrist watch", "Watches"),
+        ("handbag for women", "Handbags"),
+        ("running shoes", "Sports Shoes"),
+        ("flip flops", "Flip Flops"),
+    ],
 )
 def test_text_query_for_a_product_type_returns_that_type_on_top(os_client, built, encoder, query, product_type):
     alias = built[0]
@@ -185,6 +197,7 @@ def test_retrieval_refuses_zero_and_non_finite_query_vectors(os_client, built, e
 
 
 # ------------------------------------------------------------------- alias swap, rollback, idempotency
+
 
 def test_alias_swap_keeps_searches_answering_during_rebuild_and_old_index_stays(os_client, built, encoder, cache):
     alias, first, _ = built
@@ -235,8 +248,9 @@ def test_rerun_is_idempotent_and_retention_keeps_n_previous(os_client, built, en
     before = managed_indices(os_client, alias)
     ids_before = sorted(h["_id"] for h in _scan_ids(os_client, live))
     s = IndexSettings(keep=1)
-    again = run_index("myntra", limit=LIMIT, alias=alias, client=os_client, encoder=encoder, cache=cache,
-                      settings=s, progress=False)
+    again = run_index(
+        "myntra", limit=LIMIT, alias=alias, client=os_client, encoder=encoder, cache=cache, settings=s, progress=False
+    )
     assert again.indexed == LIMIT and again.skipped == [] and again.index not in before
     assert alias_indices(os_client, alias) == [again.index]
     assert os_client.count(index=alias)["count"] == LIMIT
@@ -254,6 +268,7 @@ def _scan_ids(client, index):
 
 
 # ----------------------------------------------------------------------------------------- bad input
+
 
 class BadVectorEncoder:
     """The real bi-encoder, except that texts containing a marker get a bad vector (zero, NaN, wrong dimension)."""
@@ -283,9 +298,9 @@ def test_each_kind_of_bad_row_is_skipped_with_its_reason_and_the_rest_lands(os_c
     aliases.append(alias)
     good = _rows_from_myntra(40)
     rows = list(good)
-    rows.insert(5, {"title": "No Id Men Blue Shirt", "colour": "Blue"})                      # row 6
-    rows.insert(10, {"id": "bad-empty-title", "title": "  ", "colour": "Red"})               # row 11
-    rows.insert(15, {"id": good[0]["id"], "title": "Duplicate Of The First Row"})            # row 16
+    rows.insert(5, {"title": "No Id Men Blue Shirt", "colour": "Blue"})  # row 6
+    rows.insert(10, {"id": "bad-empty-title", "title": "  ", "colour": "Red"})  # row 11
+    rows.insert(15, {"id": good[0]["id"], "title": "Duplicate Of The First Row"})  # row 16
     rows.append({"id": "bad-zero", "title": "Zerovec Men Black Jeans", "product_type": "Jeans"})
     rows.append({"id": "bad-nan", "title": "Nanvec Women Red Top", "product_type": "Tops"})
     rows.append({"id": "bad-dim", "title": "Dimvec Men White Shirt", "product_type": "Shirts"})
@@ -303,12 +318,20 @@ def test_each_kind_of_bad_row_is_skipped_with_its_reason_and_the_rest_lands(os_c
     assert ("bad-nan", "non-finite vector: NaN or infinite values") in reasons
     assert ("bad-dim", "wrong vector dimension: 383, the index expects 384") in reasons
     immense = [s for s in summary.skipped if s.row == "bad-immense"]
-    assert len(immense) == 1 and immense[0].reason.startswith("bulk 400 illegal_argument_exception") \
+    assert (
+        len(immense) == 1
+        and immense[0].reason.startswith("bulk 400 illegal_argument_exception")
         and "immense term" in immense[0].reason
+    )
     assert len(summary.skipped) == 7
     assert summary.skipped_by_reason == {
-        "missing id": 1, "empty title": 1, "duplicate id": 1, "zero vector": 1, "non-finite vector": 1,
-        "wrong vector dimension": 1, "bulk 400 illegal_argument_exception": 1,
+        "missing id": 1,
+        "empty title": 1,
+        "duplicate id": 1,
+        "zero vector": 1,
+        "non-finite vector": 1,
+        "wrong vector dimension": 1,
+        "bulk 400 illegal_argument_exception": 1,
     }
     assert summary.read == len(rows) and summary.indexed == len(good)
     assert os_client.count(index=alias)["count"] == len(good)
@@ -345,8 +368,17 @@ def test_cli_indexes_a_generic_csv_with_a_column_mapping(os_client, aliases, tmp
         w.writerow(["ProductID", "ProductName", "PrimaryColor", "Kind"])
         for p in read_myntra(limit=30).products:
             w.writerow([p.id, p.title, p.get("colour"), p.get("product_type")])
-    code = main(["index", "--catalog", str(tmp_path / "cat.csv"), "--alias", alias,
-                 "--map", "id=ProductID,title=ProductName,colour=PrimaryColor,product_type=Kind"])
+    code = main(
+        [
+            "index",
+            "--catalog",
+            str(tmp_path / "cat.csv"),
+            "--alias",
+            alias,
+            "--map",
+            "id=ProductID,title=ProductName,colour=PrimaryColor,product_type=Kind",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "indexed 30" in out and "products/s" in out and alias in out
@@ -370,6 +402,7 @@ def test_concrete_index_with_the_alias_name_is_refused_clearly(os_client, encode
 
 
 # --------------------------------------------------------------------------------------- incremental
+
 
 def test_incremental_updates_changed_adds_new_and_deletes_removed_in_place(os_client, encoder, aliases, tmp_path):
     alias = _name()
@@ -420,6 +453,7 @@ def test_incremental_without_an_index_falls_back_to_a_full_build(os_client, enco
 
 # ------------------------------------------------------------------------------------------------ bulk
 
+
 def test_bulk_retries_429_items_and_reports_other_item_errors_without_retry(os_client, aliases):
     alias = _name()
     aliases.append(alias)
@@ -434,8 +468,9 @@ def test_bulk_retries_429_items_and_reports_other_item_errors_without_retry(os_c
     assert "cluster_block_exception" in results[0].error
 
     # with retries: the block is lifted after ~1 s and the helper's backoff gets every item in
-    lift = threading.Timer(1.0, lambda: os_client.indices.put_settings(
-        index=name, body={"index.blocks.read_only_allow_delete": None}))
+    lift = threading.Timer(
+        1.0, lambda: os_client.indices.put_settings(index=name, body={"index.blocks.read_only_allow_delete": None})
+    )
     lift.start()
     t0 = time.monotonic()
     results = list(bulk_results(os_client, docs, max_retries=6, initial_backoff_s=0.5, max_backoff_s=2))
@@ -445,15 +480,18 @@ def test_bulk_retries_429_items_and_reports_other_item_errors_without_retry(os_c
 
     # other per-item errors: reported with id and reason, not retried (no backoff), the rest lands
     docs[2]["_source"]["embedding"] = [1.0, 0, 0]  # wrong dimension
-    docs[4]["_source"]["unknown_field"] = "x"       # dynamic: strict
+    docs[4]["_source"]["unknown_field"] = "x"  # dynamic: strict
     t0 = time.monotonic()
     results = {r.id: r for r in bulk_results(os_client, docs, max_retries=6, initial_backoff_s=5)}
     assert time.monotonic() - t0 < 5
     assert results["2"].status == 400 and "dimension mismatch" in results["2"].error.lower()
     assert results["4"].status == 400 and "strict_dynamic_mapping_exception" in results["4"].error
     assert all(results[i].ok for i in ("0", "1", "3", "5"))
-    deleted = list(bulk_results(os_client, [{"_op_type": "delete", "_index": name, "_id": "5"},
-                                             {"_op_type": "delete", "_index": name, "_id": "nope"}]))
+    deleted = list(
+        bulk_results(
+            os_client, [{"_op_type": "delete", "_index": name, "_id": "5"}, {"_op_type": "delete", "_index": name, "_id": "nope"}]
+        )
+    )
     assert [(r.ok, r.status) for r in deleted] == [(True, 200), (False, 404)]
     with pytest.raises(NotFoundError):
         os_client.get(index=name, id="5")
@@ -473,16 +511,23 @@ def test_faiss_is_refused_on_a_node_without_its_native_library(os_client, aliase
     assert not os_client.indices.exists(index=name)
 
 
-
-HM_ARTICLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "hm_articles" / "articles.parquet"
+HM_ARTICLES = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "hm_articles" / "articles.parquet"
 
 
 @pytest.mark.skipif(not HM_ARTICLES.exists(), reason="H&M articles file not available (Kaggle terms: not bundled)")
 def test_hm_catalog_indexes_through_the_same_path(os_client, encoder, aliases, tmp_path):
     alias = _name()
     aliases.append(alias)
-    s = run_index("hm", limit=300, hm_path=str(HM_ARTICLES), alias=alias, client=os_client, encoder=encoder,
-                  cache=EmbeddingCache(tmp_path / "emb.sqlite"), progress=False)
+    s = run_index(
+        "hm",
+        limit=300,
+        hm_path=str(HM_ARTICLES),
+        alias=alias,
+        client=os_client,
+        encoder=encoder,
+        cache=EmbeddingCache(tmp_path / "emb.sqlite"),
+        progress=False,
+    )
     assert s.indexed == 300 and s.skipped == []
     doc = os_client.get(index=alias, id="0108775015")["_source"]  # zero-padded article id, with a description
     assert doc["title"] == "Strap top" and doc["brand"] == "H&M" and doc["description"]

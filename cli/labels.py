@@ -178,10 +178,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     reg = _registry(args)
     systems: dict = {"knn": (None, None)}
     if reg.current():
-        systems["serving"] = (reg.current(), cross_encoder_scorer(reg.path(reg.current())))
+        systems["serving"] = (reg.current(), cross_encoder_scorer(reg.path(reg.current()), device=s.models.device))
     for m in args.model or []:
         path = Path(m) if Path(m).exists() else reg.path(m)
-        systems["candidate" if len(args.model) == 1 else path.name] = (path.name, cross_encoder_scorer(path))
+        systems["candidate" if len(args.model) == 1 else path.name] = (
+            path.name,
+            cross_encoder_scorer(path, device=s.models.device),
+        )
     ev = evaluate_queries(eval_queries(store, s.judge_model, prompts.PROMPT_VERSION, args.split), systems, args.split)
     if args.json:
         print(json.dumps(ev.to_dict(), indent=2, default=str))

@@ -207,6 +207,9 @@ class ServeSettings(BaseSettings):
 
     model_config = _config("FR_SERVE_")
 
+    #: The model settings (FR_MODEL_*), read once with these and passed down with them.
+    models: ModelSettings = Field(default_factory=ModelSettings, description="FR_MODEL_* settings, read with these")
+
     # -- listeners
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=0, le=65535)
@@ -304,6 +307,9 @@ class LabelSettings(BaseSettings):
     """
 
     model_config = {**_config("FR_LABEL_"), "populate_by_name": True}
+
+    #: The model settings (FR_MODEL_*), read once with these and passed down with them.
+    models: ModelSettings = Field(default_factory=ModelSettings, description="FR_MODEL_* settings, read with these")
 
     # -- judge endpoint (OpenAI-compatible)
     base_url: str | None = Field(

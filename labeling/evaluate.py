@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fashion_rerank.settings import ModelSettings
 from labeling.dataset import EvalQuery
 
 #: Reported name -> ir-measures measure string.
@@ -69,11 +68,14 @@ def model_run(queries: Sequence[EvalQuery], scorer: Scorer) -> tuple[dict[str, d
     return run, scores
 
 
-def cross_encoder_scorer(model_path: str | Path, batch_size: int = 64, max_length: int | None = None) -> Scorer:
-    """A scorer backed by a sentence-transformers CrossEncoder folder (`predict`, sigmoid scores in [0, 1])."""
+def cross_encoder_scorer(
+    model_path: str | Path, batch_size: int = 64, max_length: int | None = None, device: str = "cpu"
+) -> Scorer:
+    """A scorer backed by a sentence-transformers CrossEncoder folder (`predict`, sigmoid scores in [0, 1]) on
+    torch `device` ("cpu", "cuda")."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    model = CrossEncoder(str(model_path), max_length=max_length, device=ModelSettings().device)
+    model = CrossEncoder(str(model_path), max_length=max_length, device=device)
 
     def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         return np.asarray(model.predict(list(pairs), batch_size=batch_size, show_progress_bar=False), dtype=np.float64)

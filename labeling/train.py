@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fashion_rerank.registry import ModelRegistry
-from fashion_rerank.settings import LabelSettings, ModelSettings, cpu_quota, resolve_model_path
+from fashion_rerank.settings import LabelSettings, cpu_quota, resolve_model_path
 from labeling import prompts
 from labeling.dataset import TrainPair, eval_queries, grade_counts, training_pairs
 from labeling.evaluate import cross_encoder_scorer, evaluate_queries
@@ -97,7 +97,7 @@ def set_threads(settings: LabelSettings) -> int:
     CPU quota); returns the number."""
     import torch
 
-    n = settings.train_threads or ModelSettings().threads or cpu_quota()
+    n = settings.train_threads or settings.models.threads or cpu_quota()
     torch.set_num_threads(n)
     return n
 
@@ -134,11 +134,11 @@ def train_cross_encoder(
     if not pairs:
         raise ValueError("no training pairs: grade some train-split queries first")
     y = targets([p.grade for p in pairs])
-    base = s.base_model or ModelSettings().cross_encoder_base
+    base = s.base_model or s.models.cross_encoder_base
     base_path = resolve_model_path(base)
     threads = set_threads(s)
     transformers.set_seed(s.seed)
-    device = ModelSettings().device
+    device = s.models.device
     model = CrossEncoder(base_path, num_labels=1, max_length=s.max_length, device=device)
 
     queries = sorted({p.query for p in pairs})
@@ -248,9 +248,9 @@ def evaluate_version(store, settings: LabelSettings, candidate_path: Path | None
     systems: dict[str, tuple[str | None, Any]] = {"knn": (None, None)}
     serving = registry.current() if registry is not None else None
     if serving:
-        systems["serving"] = (serving, cross_encoder_scorer(registry.path(serving)))
+        systems["serving"] = (serving, cross_encoder_scorer(registry.path(serving), device=settings.models.device))
     if candidate_path is not None:
-        systems["candidate"] = (Path(candidate_path).name, cross_encoder_scorer(candidate_path))
+        systems["candidate"] = (Path(candidate_path).name, cross_encoder_scorer(candidate_path, device=settings.models.device))
     out = []
     for split in ("dev", "test"):
         qs = eval_queries(store, settings.judge_model, prompts.PROMPT_VERSION, split, catalog)

@@ -46,11 +46,11 @@ class Sidecar:
         encoder=None,
     ):
         self.settings = settings or ServeSettings()
-        self.registry = registry or ModelRegistry()
+        self.registry = registry or ModelRegistry(self.settings.models.registry_dir, self.settings.models.name)
         self.opensearch = opensearch or OpenSearchSettings()
         self._encoder = encoder
         self.metrics = Metrics()
-        self.core = ScoringCore(self.settings, self.registry, self.metrics)
+        self.core = ScoringCore(self.settings, self.registry, self.metrics, device=self.settings.models.device)
         self.grpc: GrpcServer | None = None
         self.search: SearchService | None = None
         self.querylog: QueryLogger | None = None

@@ -126,7 +126,7 @@ class InstallOptions:
         values: dict[str, Any] = dict(
             reranker_url=default_reranker_url(serve),
             api_key=key or None,
-            model=ModelSettings().name,
+            model=(serve.models.name if serve is not None else ModelSettings().name),
             read_timeout_s=int(math.ceil(_deadline_s(serve))) + 1,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,615 @@
+"""Export the cross-encoder and the bi-encoder to ONNX (fp32, fused) plus quantized cross-encoder variants.
+
+Serving (`reranker.backends.onnx_backend`, `fashion_rerank.onnx_embedding`) needs only onnxruntime,
+tokenizers and numpy; this module is the offline step and imports torch/transformers lazily, inside the
+functions that need them.
+
+Cross-encoder (`export_cross_encoder(model_dir)`) writes into `<model_dir>/onnx/`:
+
+- `model.onnx`: fp32, `torch.onnx.export` (TorchScript exporter, `dynamo=False`, opset 17, eager attention
+  so the pattern matcher sees it), dynamic axes batch and sequence, then
+  `onnxruntime.transformers.optimizer.optimize_model(model_type="bert", opt_level=0)` which fuses
+  1 EmbedLayerNormalization, one Attention per layer, 2 SkipLayerNormalization per layer and one BiasGelu
+  per layer (MiniLM-L6: 51 nodes instead of 521). Inputs `input_ids`, `attention_mask` and (for models
+  with segment ids) `token_type_ids`, each (batch, sequence) int64, right-padded; output `logits`
+  (batch, 1) float32.
+- one file per quantized variant (see `RECIPES`), e.g. `model_int8.onnx`.
+- `manifest.json`, the contract with the backend (format 1):
+
+      {"format": 1, "kind": "cross-encoder", "created": ISO-8601 UTC,
+       "source": {"model_dir", "weights_sha256"},
+       "versions": {"onnxruntime", "onnx", "torch", "transformers"}, "opset": 17,
+       "inputs": [...], "output": "logits", "max_length": 128,
+       "variants": {NAME: {"file", "sha256", "bytes", "precision", "recipe": {how it was made},
+                           "fused_ops": {...}, "agreement": {vs fp32, see below}}},
+       "checks": {"fp32_vs_torch_max_abs": float, "pairs": int},
+       "gate": {"serve": NAME, "allowed": [NAMES], "rule": str, "decided_by": str}}
+
+  `gate.serve` is what the backend's `variant="auto"` loads (fp32 when it is missing, not allowed or
+  unloadable). The export's own gate (`default_gate`) allows a quantized variant only when, against fp32 on
+  the check queries, mean top-10 overlap >= 0.8 and mean Spearman >= 0.95, or, when `judged` pairs are
+  given, nDCG@10 is at most 0.005 below fp32's. A better-informed decision (the demo's nDCG on held-out
+  judgments) can overwrite it with `set_gate`.
+
+Bi-encoder (`export_bi_encoder(model_dir, out_dir)`): a sentence-transformers folder (Transformer +
+Pooling [+ Normalize], as its modules.json says) -> `<out_dir>/model.onnx` with the pooling and the L2
+normalisation inside the graph (output `sentence_embedding`, (batch, dim) float32), the tokenizer and
+config files copied next to it and a `manifest.json` (kind "bi-encoder"): what `OnnxBiEncoder` loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: ONNX opset of the exports: 17 has LayerNormalization, which the BERT fusions match directly.
+OPSET = 17
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+#: How each named variant is made. "source": the graph it starts from ("fused": model.onnx; "plain": the
+#: un-fused export). Dynamic quantization (ORT `quantize_dynamic`) only has the QOperator form in ORT
+#: (MatMulInteger/DynamicQuantizeMatMul, QAttention on the fused graph); static quantization is QDQ or
+#: QOperator with activation ranges calibrated on (query, product text) pairs.
+RECIPES: dict[str, dict] = {
+    "fp32": {"method": "none", "source": "fused"},
+    "int8": {"method": "dynamic", "source": "fused", "format": "QOperator", "weight_type": "QInt8",
+             "per_channel": True, "reduce_range": False},
+    "int8-plain": {"method": "dynamic", "source": "plain", "format": "QOperator", "weight_type": "QInt8",
+                   "per_channel": True, "reduce_range": False},
+    "int8-static": {"method": "static", "source": "fused", "format": "QDQ", "weight_type": "QInt8",
+                    "activation_type": "QUInt8", "per_channel": True, "reduce_range": False,
+                    "calibrate_method": "MinMax", "op_types": ["MatMul"]},
+}
+#: Variants written by default (measured on the project machine, see bench/onnx_explore.py and the report).
+DEFAULT_VARIANTS = ("fp32", "int8")
+#: Thresholds of `default_gate` (agreement with fp32 on the check queries, or judged nDCG@10 loss).
+GATE_MIN_TOP10 = 0.8
+GATE_MIN_SPEARMAN = 0.95
+GATE_MAX_NDCG_LOSS = 0.005
+#: Preference order of `gate.serve` among allowed variants: fastest first (measured, see the report).
+SERVE_PREFERENCE = ("int8", "int8-plain", "int8-static", "fp32")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    out = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+    try:
+        import torch
+        import transformers
+
+        out.update(torch=torch.__version__, transformers=transformers.__version__)
+    except ImportError:  # pragma: no cover - export always has them
+        pass
+    return out
+
+
+def _weights_sha(model_dir: Path) -> str | None:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (model_dir / name).exists():
+            return sha256_file(model_dir / name)
+    return None
+
+
+def _op_counts(path: str | Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def write_manifest(out_dir: str | Path, manifest: dict) -> Path:
+    """Write `manifest.json` atomically (temp file + rename) so a reader never sees half a file."""
+    out = Path(out_dir) / MANIFEST
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False))
+    tmp.replace(out)
+    return out
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    """The manifest in `out_dir`. Raises FileNotFoundError / ValueError (invalid JSON)."""
+    p = Path(out_dir) / MANIFEST
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p} is not valid JSON: {exc}") from exc
+
+
+def _session(path: str | Path, threads: int = 2):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------------- cross-encoder
+def _pair_tokenizer(model_dir: Path, max_length: int | None):
+    from reranker.backends.tokenization import PairTokenizer
+
+    try:
+        return PairTokenizer.from_dir(model_dir, max_length=max_length)
+    except FileNotFoundError:  # only a slow-tokenizer vocabulary: let transformers convert it
+        from transformers import AutoTokenizer
+
+        return PairTokenizer.from_dir(model_dir, max_length=max_length,
+                                      tokenizer=AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer)
+
+
+def _feeds(tok, pairs: Sequence[tuple[str, str]], sub_batch: int = 32) -> list[dict[str, np.ndarray]]:
+    """Model inputs for `pairs`, length-sorted sub-batches of `sub_batch` (as served), input order lost."""
+    if not pairs:
+        return []
+    enc = tok.encode([q for q, _ in pairs], [d for _, d in pairs])
+    order = np.argsort(-enc.lengths, kind="stable")
+    return [tok.batch(enc, order[i: i + sub_batch]) for i in range(0, len(order), sub_batch)]
+
+
+def _scores(session, tok, pairs: Sequence[tuple[str, str]], sub_batch: int = 32) -> np.ndarray:
+    """Logits (len(pairs),) float32 in input order from an ORT session."""
+    enc = tok.encode([q for q, _ in pairs], [d for _, d in pairs])
+    order = np.argsort(-enc.lengths, kind="stable")
+    names = {i.name for i in session.get_inputs()}
+    out = np.empty(len(pairs), dtype=np.float32)
+    for i in range(0, len(order), sub_batch):
+        idx = order[i: i + sub_batch]
+        feeds = {k: v for k, v in tok.batch(enc, idx).items() if k in names}
+        out[idx] = session.run(None, feeds)[0][:, 0]
+    return out
+
+
+def export_plain_cross_encoder(model_dir: str | Path, path: str | Path, opset: int = OPSET) -> list[str]:
+    """`torch.onnx.export` of the transformers sequence-classification model (1 label) to `path`.
+
+    Returns the input names. Raises ValueError for a model with more than one label.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from reranker.backends.tokenization import uses_token_types
+
+    model_dir = Path(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32,
+                                                               attn_implementation="eager").eval()
+    if int(model.config.num_labels) != 1:
+        raise ValueError(f"{model_dir} has {model.config.num_labels} output labels; a reranker has exactly 1")
+    types = uses_token_types(model_dir)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+
+    sample = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    with torch.inference_mode():
+        torch.onnx.export(Logits(model), sample, str(path), input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+    return names
+
+
+def fuse_bert(src: str | Path, dst: str | Path, model_dir: str | Path) -> dict[str, int]:
+    """ORT transformer optimizer (model_type "bert", opt_level 0: only its pattern fusions, ORT's own
+    graph optimizations are left to session creation) from `src` to `dst`; returns the fused-op counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from reranker.backends.tokenization import read_json
+
+    cfg = read_json(Path(model_dir) / "config.json")
+    opt = optimize_model(str(src), model_type="bert", num_heads=int(cfg.get("num_attention_heads", 0)),
+                         hidden_size=int(cfg.get("hidden_size", 0)), opt_level=0)
+    stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    opt.save_model_to_file(str(dst))
+    return stats
+
+
+class _Reader:
+    """`CalibrationDataReader` over prepared feed dicts."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # pragma: no cover - not used by MinMax
+        pass
+
+
+def quantize_variant(src: str | Path, dst: str | Path, recipe: dict,
+                     calibration_feeds: list[dict[str, np.ndarray]] | None = None) -> dict:
+    """Quantize the fp32 graph `src` into `dst` following `recipe` (keys as in `RECIPES`).
+
+    Returns the recipe as applied (plus "calibration_batches"/"calibration_pairs" for static ones).
+    Raises ValueError for an unknown method or a static recipe without calibration feeds.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    method = recipe.get("method")
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}  # the fused graph has com.microsoft ops shape inference cannot type
+    applied = dict(recipe)
+    if method == "dynamic":
+        if recipe.get("format", "QOperator") != "QOperator":
+            raise ValueError("ORT dynamic quantization only has the QOperator form")
+        quantize_dynamic(str(src), str(dst), weight_type=getattr(QuantType, recipe.get("weight_type", "QInt8")),
+                         per_channel=bool(recipe.get("per_channel", True)),
+                         reduce_range=bool(recipe.get("reduce_range", False)),
+                         op_types_to_quantize=recipe.get("op_types"), extra_options=extra)
+    elif method == "static":
+        if not calibration_feeds:
+            raise ValueError("static quantization needs calibration pairs")
+        if recipe.get("symmetric_activation"):
+            extra["ActivationSymmetric"] = True
+        if recipe.get("calibrate_method") == "Percentile":
+            extra["CalibPercentile"] = float(recipe.get("percentile", 99.999))
+        quantize_static(str(src), str(dst), _Reader(calibration_feeds),
+                        quant_format=getattr(QuantFormat, recipe.get("format", "QDQ")),
+                        op_types_to_quantize=recipe.get("op_types", ["MatMul"]),
+                        per_channel=bool(recipe.get("per_channel", True)),
+                        reduce_range=bool(recipe.get("reduce_range", False)),
+                        activation_type=getattr(QuantType, recipe.get("activation_type", "QUInt8")),
+                        weight_type=getattr(QuantType, recipe.get("weight_type", "QInt8")),
+                        calibrate_method=getattr(CalibrationMethod, recipe.get("calibrate_method", "MinMax")),
+                        extra_options=extra)
+        applied["calibration_batches"] = len(calibration_feeds)
+        applied["calibration_pairs"] = int(sum(f["input_ids"].shape[0] for f in calibration_feeds))
+    else:
+        raise ValueError(f"unknown quantization method {method!r}")
+    return applied
+
+
+def agreement(ref: Sequence[np.ndarray], other: Sequence[np.ndarray], k: int = 10) -> dict:
+    """Ranking agreement of `other` with `ref`, per query (one score array per query), averaged.
+
+    Returns {"queries", "top10_overlap" (|top-k ∩ top-k| / k), "spearman" (rank correlation, average
+    ranks for ties), "max_abs_diff" (logits)}.
+    """
+    from scipy.stats import spearmanr  # scipy comes with sentence-transformers; export-time only
+
+    over, rho, diff = [], [], 0.0
+    for a, b in zip(ref, other):
+        kk = min(k, len(a))
+        ta = set(np.argsort(-a, kind="stable")[:kk].tolist())
+        tb = set(np.argsort(-b, kind="stable")[:kk].tolist())
+        over.append(len(ta & tb) / kk if kk else 1.0)
+        r = spearmanr(a, b).statistic if len(a) > 1 else 1.0
+        rho.append(float(r) if np.isfinite(r) else 0.0)
+        diff = max(diff, float(np.abs(a - b).max()) if len(a) else 0.0)
+    return {"queries": len(over), "top10_overlap": float(np.mean(over)) if over else None,
+            "spearman": float(np.mean(rho)) if rho else None, "max_abs_diff": diff}
+
+
+def ndcg_at_k(scores: np.ndarray, grades: np.ndarray, k: int = 10) -> float:
+    """nDCG@k with exponential gains (2^grade - 1) of one query's candidates; 0 when no grade is positive."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float(((2.0 ** grades[order] - 1) * disc[: len(order)]).sum())
+    ideal = np.sort(grades)[::-1][:k]
+    idcg = float(((2.0 ** ideal - 1) * disc[: len(ideal)]).sum())
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def default_gate(variants: dict) -> dict:
+    """The export's gate: fp32 always allowed; a quantized variant when its `agreement` passes (module
+    docstring); `serve` = first allowed in SERVE_PREFERENCE."""
+    allowed = ["fp32"] if "fp32" in variants else []
+    for name, v in variants.items():
+        a = v.get("agreement") or {}
+        if name == "fp32" or not a:
+            continue
+        if a.get("ndcg10") is not None and a.get("ndcg10_fp32") is not None:
+            ok = a["ndcg10"] >= a["ndcg10_fp32"] - GATE_MAX_NDCG_LOSS
+        else:
+            ok = (a.get("top10_overlap") or 0) >= GATE_MIN_TOP10 and (a.get("spearman") or 0) >= GATE_MIN_SPEARMAN
+        if ok:
+            allowed.append(name)
+    serve = next((n for n in SERVE_PREFERENCE if n in allowed), "fp32")
+    return {"serve": serve, "allowed": allowed,
+            "rule": (f"quantized allowed if judged nDCG@10 >= fp32 - {GATE_MAX_NDCG_LOSS}, else (no judgments) "
+                     f"top-10 overlap >= {GATE_MIN_TOP10} and Spearman >= {GATE_MIN_SPEARMAN} vs fp32"),
+            "decided_by": "fashion_rerank.onnx_export.default_gate"}
+
+
+def set_gate(out_dir: str | Path, serve: str, allowed: Iterable[str] | None = None, decided_by: str = "manual",
+             rule: str = "", evidence: dict | None = None) -> dict:
+    """Overwrite the manifest's gate (e.g. after an nDCG evaluation on judgments); returns the manifest.
+
+    Raises ValueError when `serve` is not a variant of the manifest.
+    """
+    m = read_manifest(out_dir)
+    if serve not in m.get("variants", {}):
+        raise ValueError(f"{serve!r} is not a variant in {out_dir} ({', '.join(m.get('variants', {}))})")
+    allowed = sorted(set(allowed or []) | {serve, "fp32"} & set(m["variants"]))
+    m["gate"] = {"serve": serve, "allowed": allowed, "rule": rule, "decided_by": decided_by,
+                 "evidence": evidence or {}, "at": datetime.now(timezone.utc).isoformat()}
+    write_manifest(out_dir, m)
+    return m
+
+
+def _group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, (q, _) in enumerate(pairs):
+        groups.setdefault(q, []).append(i)
+    return groups
+
+
+def export_cross_encoder(model_dir: str | Path, out_dir: str | Path | None = None,
+                         calibration_pairs: Sequence[tuple[str, str]] | None = None,
+                         variants: Sequence[str] = DEFAULT_VARIANTS, check_pairs: Sequence[tuple[str, str]] | None = None,
+                         judged: Sequence[tuple[str, str, float]] | None = None, max_length: int | None = None,
+                         opset: int = OPSET, recipes: dict[str, dict] | None = None,
+                         check_tolerance: float = 1e-3) -> dict:
+    """Export a cross-encoder folder to ONNX variants plus `manifest.json` (layout in the module docstring).
+
+    Args:
+        model_dir: a transformers sequence-classification folder with one label (a saved CrossEncoder).
+        out_dir: where to write (default `<model_dir>/onnx`); replaced files are written to temp names first.
+        calibration_pairs: (query, product text) pairs for static quantization and, grouped by query, for
+            the agreement check (a few hundred are enough; 512 were used in the measurements).
+        variants: names from `RECIPES` (or `recipes`); "fp32" is always written.
+        check_pairs: pairs (grouped by query) for the agreement metrics; default `calibration_pairs`, else
+            a fixed built-in set of 8 pairs (enough for the fp32-vs-torch check only).
+        judged: (query, product text, grade) rows: adds judged nDCG@10 per variant, used by the gate.
+        max_length: tokens per pair for calibration/check tokenization (default: as the backend decides).
+        recipes: extra or replacement recipes by name.
+        check_tolerance: fp32 ONNX vs torch max |logit difference| above which ValueError is raised.
+
+    Returns:
+        the manifest dict (also written to `<out_dir>/manifest.json`).
+    Raises:
+        ValueError: unknown variant, model with != 1 label, fp32 graph disagreeing with torch.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir = Path(model_dir)
+    out = Path(out_dir) if out_dir else model_dir / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    recipes = {**RECIPES, **(recipes or {})}
+    names = ["fp32", *[v for v in variants if v != "fp32"]]
+    for v in names:
+        if v not in recipes:
+            raise ValueError(f"unknown variant {v!r}; known: {', '.join(recipes)}")
+    tok = _pair_tokenizer(model_dir, max_length)
+    t0 = time.monotonic()
+    manifest_variants: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="onnx-export-", dir=str(out)) as tmpd:
+        tmp = Path(tmpd)
+        plain = tmp / "plain.onnx"
+        inputs = export_plain_cross_encoder(model_dir, plain, opset)
+        fused_tmp = tmp / "model.onnx"
+        fused = fuse_bert(plain, fused_tmp, model_dir)
+        sources = {"plain": plain, "fused": fused_tmp}
+        calib = _feeds(tok, list(calibration_pairs or []), 32)
+        calib = [{k: v for k, v in f.items() if k in inputs} for f in calib]
+        files = {"fp32": "model.onnx"}
+        made = {"fp32": {**recipes["fp32"], "exporter": "torch.onnx.export(dynamo=False)", "opset": opset,
+                         "attn_implementation": "eager",
+                         "optimizer": {"model_type": "bert", "opt_level": 0, "fused_ops": fused}}}
+        for v in names[1:]:
+            r = recipes[v]
+            f = f"model_{v.replace('-', '_')}.onnx"
+            made[v] = quantize_variant(sources[r.get("source", "fused")], tmp / f, r, calib)
+            files[v] = f
+        # check: fp32 ONNX vs torch on fixed pairs
+        fixed = list(check_pairs or calibration_pairs or [])[:64] or _FIXED_PAIRS
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        enc = tok.encode([q for q, _ in fixed], [d for _, d in fixed])
+        feeds = tok.batch(enc, np.arange(len(fixed)))
+        with torch.inference_mode():
+            ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in inputs}).logits[:, 0].numpy()
+        sess = {v: _session(tmp / files[v]) for v in names}
+        got = sess["fp32"].run(None, {k: v for k, v in feeds.items() if k in inputs})[0][:, 0]
+        fp32_diff = float(np.abs(got - ref).max())
+        if fp32_diff > check_tolerance:
+            raise ValueError(f"fp32 ONNX logits differ from torch by {fp32_diff:.2e} (> {check_tolerance})")
+        # agreement of each variant with fp32 on the check queries, and judged nDCG@10
+        pairs = list(check_pairs or calibration_pairs or [])
+        groups = _group(pairs)
+        scores = {v: _scores(sess[v], tok, pairs) if pairs else np.zeros(0, np.float32) for v in names}
+        jscores, ndcg = {}, {}
+        if judged:
+            jp = [(q, d) for q, d, _ in judged]
+            jg = np.asarray([g for _, _, g in judged], dtype=np.float64)
+            jgroups = _group(jp)
+            for v in names:
+                s = _scores(sess[v], tok, jp)
+                jscores[v] = s
+                ndcg[v] = float(np.mean([ndcg_at_k(s[idx], jg[idx]) for idx in map(np.asarray, jgroups.values())]))
+        del sess
+        for v in names:
+            a = None
+            if v != "fp32" and pairs:
+                a = agreement([scores["fp32"][i] for i in groups.values()], [scores[v][i] for i in groups.values()])
+            if judged:
+                a = {**(a or {}), "ndcg10": ndcg[v], "ndcg10_fp32": ndcg["fp32"], "judged_pairs": len(judged)}
+            for f in (files[v],):
+                shutil.move(str(tmp / f), str(out / f))
+            manifest_variants[v] = {"file": files[v], "sha256": sha256_file(out / files[v]),
+                                    "bytes": (out / files[v]).stat().st_size,
+                                    "precision": "fp32" if recipes[v]["method"] == "none" else "int8",
+                                    "recipe": made[v], "ops": _op_counts(out / files[v]),
+                                    **({"agreement": a} if a else {})}
+    manifest = {"format": FORMAT, "kind": "cross-encoder", "created": datetime.now(timezone.utc).isoformat(),
+                "source": {"model_dir": str(model_dir), "weights_sha256": _weights_sha(model_dir)},
+                "versions": _versions(), "opset": opset, "inputs": inputs, "output": "logits",
+                "max_length": tok.max_length, "variants": manifest_variants,
+                "checks": {"fp32_vs_torch_max_abs": fp32_diff, "pairs": len(fixed),
+                           "agreement_queries": len(groups), "agreement_pairs": len(pairs)},
+                "export_seconds": round(time.monotonic() - t0, 1)}
+    manifest["gate"] = default_gate(manifest_variants)
+    write_manifest(out, manifest)
+    log.info("exported %s to %s: %s; gate serves %s", model_dir, out, ", ".join(manifest_variants),
+             manifest["gate"]["serve"])
+    return manifest
+
+
+#: Fixed pairs for the fp32 check when the caller gives none (catalog-like texts).
+_FIXED_PAIRS = [
+    ("black leather ankle boots women", "Carlton London Women Black Leather Ankle Boots | Boots | Black | Women | Casual | Winter"),
+    ("black leather ankle boots women", "Fastrack Men Black Analogue Watch | Watches | Black | Men | Casual | Summer"),
+    ("red midi dress", "Vero Moda Women Red Midi Dress | Dresses | Red | Women | Party | Summer"),
+    ("red midi dress", "Puma Men Red Running Shoes | Sports Shoes | Red | Men | Sports | Fall"),
+    ("men blue denim jeans", "Levis Men Blue Slim Fit Jeans | Jeans | Blue | Men | Casual | Fall"),
+    ("men blue denim jeans", "Lavie Women Blue Handbag | Handbags | Blue | Women | Casual | Summer"),
+    ("white sneakers", "Nike Men White Sneakers | Casual Shoes | White | Men | Casual | Summer"),
+    ("a query", "x"),
+]
+
+
+# ---------------------------------------------------------------------------------------- bi-encoder
+def _st_layout(model_dir: Path) -> dict:
+    """Pooling mode, normalisation and max_seq_length from a sentence-transformers folder."""
+    from reranker.backends.tokenization import read_json
+
+    modules = json.loads((model_dir / "modules.json").read_text()) if (model_dir / "modules.json").exists() else []
+    pooling_dir = next((m.get("path", "") for m in modules if m.get("type", "").endswith("models.Pooling")), None)
+    normalize = any(m.get("type", "").endswith("models.Normalize") for m in modules)
+    pcfg = read_json(model_dir / pooling_dir / "config.json") if pooling_dir is not None else {}
+    modes = [k[len("pooling_mode_"):] for k, v in pcfg.items() if k.startswith("pooling_mode_") and v]
+    if not modes:
+        modes = ["mean_tokens"]
+    supported = {"mean_tokens", "cls_token", "max_tokens", "mean_sqrt_len_tokens"}
+    if not set(modes) <= supported or pcfg.get("include_prompt") is False:
+        raise ValueError(f"{model_dir}: unsupported pooling {modes} / {pcfg}")
+    stc = read_json(model_dir / "sentence_bert_config.json")
+    return {"pooling": modes, "normalize": normalize, "max_seq_length": int(stc.get("max_seq_length") or 0) or None,
+            "do_lower_case": bool(stc.get("do_lower_case", False)), "pooling_dir": pooling_dir,
+            "dimension": int(pcfg.get("word_embedding_dimension") or 0) or None}
+
+
+def export_bi_encoder(model_dir: str | Path, out_dir: str | Path, opset: int = OPSET,
+                      check_texts: Sequence[str] | None = None) -> dict:
+    """Export a sentence-transformers bi-encoder (Transformer + Pooling [+ Normalize]) to `<out_dir>/model.onnx`.
+
+    The graph takes `input_ids`, `attention_mask` [, `token_type_ids`] ((batch, sequence) int64) and
+    returns `sentence_embedding` (batch, dim) float32: the pooling of `1_Pooling/config.json` (mean,
+    CLS, max, mean-sqrt-len; several are concatenated in sentence-transformers' order) and, when
+    modules.json lists a Normalize module, L2 normalisation. Tokenizer/config files are copied so
+    `OnnxBiEncoder(out_dir)` needs nothing else. Checks the export against sentence-transformers
+    `encode` on `check_texts` (default: a few fixed texts) and records the minimum cosine.
+
+    Returns the manifest (also in `<out_dir>/manifest.json`).
+    Raises:
+        ValueError: unsupported pooling, or min cosine vs sentence-transformers below 0.9999.
+    """
+    import torch
+    from transformers import AutoModel
+
+    from reranker.backends.tokenization import uses_token_types
+
+    model_dir, out = Path(model_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = _st_layout(model_dir)
+    model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager").eval()
+    types = uses_token_types(model_dir)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
+    modes, normalize = layout["pooling"], layout["normalize"]
+
+    class Embed(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            h = self.m(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(h.dtype)
+            parts = []
+            # sentence-transformers' Pooling order: cls, max, mean, mean_sqrt_len
+            if "cls_token" in modes:
+                parts.append(h[:, 0])
+            if "max_tokens" in modes:
+                parts.append(torch.where(mask > 0, h, torch.full_like(h, -1e9)).max(dim=1).values)
+            if "mean_tokens" in modes or "mean_sqrt_len_tokens" in modes:
+                s = (h * mask).sum(dim=1)
+                n = mask.sum(dim=1).clamp(min=1e-9)
+                if "mean_tokens" in modes:
+                    parts.append(s / n)
+                if "mean_sqrt_len_tokens" in modes:
+                    parts.append(s / n.sqrt())
+            e = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            if normalize:
+                e = torch.nn.functional.normalize(e, p=2.0, dim=1)
+            return e
+
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="onnx-export-", dir=str(out)) as tmpd:
+        plain = Path(tmpd) / "plain.onnx"
+        sample = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+        axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"sentence_embedding": {0: "batch"}}
+        with torch.inference_mode():
+            torch.onnx.export(Embed(model), sample, str(plain), input_names=names, output_names=["sentence_embedding"],
+                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+        fused = fuse_bert(plain, Path(tmpd) / "model.onnx", model_dir)
+        shutil.move(str(Path(tmpd) / "model.onnx"), str(out / "model.onnx"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json",
+                 "sentence_bert_config.json", "modules.json"):
+        if (model_dir / name).exists() and model_dir.resolve() != out.resolve():
+            shutil.copy2(model_dir / name, out / name)
+    if layout["pooling_dir"] and (model_dir / layout["pooling_dir"] / "config.json").exists():
+        (out / layout["pooling_dir"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(model_dir / layout["pooling_dir"] / "config.json", out / layout["pooling_dir"] / "config.json")
+    if not (out / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer.save(str(out / "tokenizer.json"))
+    dim = layout["dimension"] or int(model.config.hidden_size) * len(modes)
+    manifest = {"format": FORMAT, "kind": "bi-encoder", "created": datetime.now(timezone.utc).isoformat(),
+                "source": {"model_dir": str(model_dir), "weights_sha256": _weights_sha(model_dir)},
+                "versions": _versions(), "opset": opset, "inputs": names, "output": "sentence_embedding",
+                "file": "model.onnx", "sha256": sha256_file(out / "model.onnx"), "dimension": dim,
+                "pooling": modes, "normalize": normalize, "max_seq_length": layout["max_seq_length"],
+                "do_lower_case": layout["do_lower_case"],
+                "optimizer": {"model_type": "bert", "opt_level": 0, "fused_ops": fused}}
+    write_manifest(out, manifest)
+    # check against sentence-transformers on the same texts
+    from sentence_transformers import SentenceTransformer
+
+    from fashion_rerank.onnx_embedding import OnnxBiEncoder
+
+    texts = list(check_texts or [q for q, _ in _FIXED_PAIRS] + [d for _, d in _FIXED_PAIRS])
+    ref = SentenceTransformer(str(model_dir), device="cpu").encode(texts, convert_to_numpy=True,
+                                                                    normalize_embeddings=False)
+    got = OnnxBiEncoder(out).encode(texts)
+    cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+    manifest["checks"] = {"texts": len(texts), "min_cosine_vs_sentence_transformers": float(cos.min())}
+    manifest["export_seconds"] = round(time.monotonic() - t0, 1)
+    write_manifest(out, manifest)
+    if cos.min() < 0.9999:
+        raise ValueError(f"ONNX bi-encoder disagrees with sentence-transformers: min cosine {cos.min():.6f}")
+    return manifest

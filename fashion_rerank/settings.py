@@ -245,6 +245,8 @@ class ServeSettings(BaseSettings):
     sub_batch_tokens: int = Field(2048, gt=0, description="short pairs: fill a forward pass up to this many padded tokens")
     threads: int = Field(default_factory=cpu_quota, gt=0, description="torch intra-op threads (default: CPU quota)")
     registry_poll_s: float = Field(2.0, gt=0, description="how often the registry's `current` pointer is read")
+    score_cache_entries: int = Field(100_000, ge=0, description="score cache: most (query, document) pairs kept; 0 = off")
+    score_cache_bytes: int = Field(32 * 1024 * 1024, ge=0, description="score cache: most bytes kept (200 per pair)")
 
     # -- Search
     default_top_k: int = Field(100, gt=0)

@@ -16,6 +16,8 @@ Every label comes from a bounded set, never from request content (no query text,
 | `opensearch_errors_total` | counter | kind (unavailable, timeout, not_found, bad_request, other) |
 | `model_info` | gauge = 1 | version (the serving version; the old label is removed on a swap) |
 | `model_loads_total` | counter | outcome (ok, error) |
+| `score_cache_requests_total` | counter | outcome (hit: every pair was cached, the model was skipped; miss) |
+| `score_cache_entries` | gauge | - (pairs held by the score cache) |
 | `querylog_records_total` | counter | outcome (written, dropped, error) |
 """
 
@@ -107,6 +109,16 @@ class Metrics:
             buckets=SIZE_BUCKETS,
         )
         self.queue_depth = Gauge("queue_depth", "work waiting in the scoring queue", ["unit"], namespace=ns, registry=r)
+        self.cache_requests = Counter(
+            "score_cache_requests",
+            "scoring requests answered from the score cache (hit) or sent to the model (miss)",
+            ["outcome"],
+            namespace=ns,
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "score_cache_entries", "(query, document) pairs held by the score cache", namespace=ns, registry=r
+        )
         self.pairs = Counter(
             "pairs",
             "pairs scored, or abandoned because their request's deadline passed or client left",

@@ -32,6 +32,7 @@ from fashion_rerank.scores import sigmoid
 from fashion_rerank.settings import ServeSettings
 from reranker.backends import Backend, prepare_backend
 from reranker.batching import length_order, sub_batch_pairs
+from reranker.core.cache import ScoreCache
 from reranker.core.models import ModelHolder, registry_loader
 from reranker.core.request import ScoreResult, Work, fail, validate_request
 from reranker.errors import (
@@ -66,7 +67,10 @@ class ScoringCore:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
-        self.models = ModelHolder(registry, loader or registry_loader(settings.backend, settings.threads, device), metrics)
+        self.cache = ScoreCache(settings.score_cache_entries, settings.score_cache_bytes)
+        self.models = ModelHolder(
+            registry, loader or registry_loader(settings.backend, settings.threads, device), metrics, on_swap=self._on_swap
+        )
         self._prepare = loader is None
         self._queue: deque[Work] = deque()
         self._queued_pairs = 0
@@ -141,6 +145,12 @@ class ScoringCore:
         """True while the worker is scoring a batch."""
         return self._busy
 
+    def _on_swap(self, version: str) -> None:
+        """A new model serves: scores of the old one must never be returned again."""
+        self.cache.reset(version)
+        if self.metrics:
+            self.metrics.cache_entries.set(0)
+
     # ------------------------------------------------------------------ model registry
     def check_registry(self) -> str | None:
         """Load the registry's `current` version if it differs from the serving one; returns the serving version.
@@ -204,6 +214,17 @@ class ScoringCore:
                 f"query is {qt} tokens; the model reads {backend.max_length} tokens per (query, document) pair "
                 f"and the query may use at most {backend.max_query_tokens()} of them (the query is never truncated)"
             )
+        cached = self.cache.get(backend.version, query, docs, truncate_left)
+        if self.metrics and self.cache.enabled:
+            self.metrics.cache_requests.labels("miss" if cached is None else "hit").inc()
+        if cached is not None:
+            total = time.monotonic() - now
+            fut.set_result(
+                ScoreResult(
+                    cached, sigmoid(cached), backend.version, {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": total}, 0
+                )
+            )
+            return fut
         work = Work(
             query=query, documents=docs, deadline=deadline, front=front, future=fut, enqueued=now, truncate_left=truncate_left
         )
@@ -401,6 +422,9 @@ class ScoringCore:
             self.metrics.stage.labels("queue").observe(timings["queue"])
             self.metrics.stage.labels("tokenization").observe(timings["tokenize"])
             self.metrics.stage.labels("inference").observe(timings["inference"])
+        self.cache.put(version, w.query, w.documents, w.logits, w.truncate_left)
+        if self.metrics and self.cache.enabled:
+            self.metrics.cache_entries.set(len(self.cache))
         result = ScoreResult(logits=w.logits, scores=sigmoid(w.logits), model_version=version, timings=timings, tokens=w.tokens)
         w.alive = False
         if not w.future.done():

@@ -65,7 +65,9 @@ class Sidecar:
         from reranker.http_front import start_http_front
         from reranker.metrics import Metrics
 
-        values = dict(threads=1, http_port=0, metrics_port=-1, grpc_port=0, querylog_path="", querylog_index="")
+        values = dict(
+            threads=1, http_port=0, metrics_port=-1, grpc_port=0, querylog_path="", querylog_index="", score_cache_entries=0
+        )
         values.update(overrides)
         self.settings = ServeSettings(**values)
         self.metrics = Metrics()

@@ -226,6 +226,7 @@ def make_sidecar(opensearch_url, tmp_path):
             querylog_index=None,
             grace_s=2.0,
             rerank_budget_ms=60_000,
+            score_cache_entries=0,  # these tests count model work; the cache has tests of its own
         )
         base.update(overrides)
         sc = Sidecar(
@@ -295,7 +296,7 @@ def test_core_interface_async_score_errors_and_cancel(trained_registry, tmp_path
     )
     from reranker.metrics import Metrics
 
-    settings = ServeSettings(threads=1, max_documents=1000, max_text_chars=500)
+    settings = ServeSettings(threads=1, max_documents=1000, max_text_chars=500, score_cache_entries=0)
     empty = ScoringCore(settings, ModelRegistry(tmp_path / "empty", "fashion-ce"))
     with pytest.raises(QueueFullError):
         empty.submit("red dress", ["a"])  # not started

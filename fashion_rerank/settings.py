@@ -22,6 +22,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fashion_rerank.hardware import cpu_quota
+
 
 #: Root of per-user caches (downloads, embeddings). Override with FASHION_RERANK_CACHE.
 def cache_root() -> Path:
@@ -100,23 +102,6 @@ def resolve_model_path(name_or_path: str) -> str:
         ):
             return str(folder)
     raise FileNotFoundError(f"no model files found under {base}")
-
-
-def cpu_quota() -> int:
-    """Number of CPUs this process may use: the cgroup CPU quota if set, else the affinity mask size.
-
-    Used for torch/OMP thread counts so a container limited to 2 CPUs on a 64-core host uses 2 threads.
-    """
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            return max(1, int(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 class IndexSettings(BaseSettings):
@@ -373,6 +358,11 @@ class LabelSettings(BaseSettings):
         "On an oversubscribed machine 1 thread can be several times faster than 2 (OpenMP barriers under contention)",
     )
     min_train_pairs: int = Field(200, ge=1, description="refuse to train on fewer labeled train pairs")
+    train_bf16: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="CPU training under bfloat16 autocast (weights stay fp32); auto: when the CPU has native bf16 "
+        "(fashion_rerank.hardware.cpu_has_bf16). Measured: docs/performance.md#training",
+    )
 
     # -- promotion gate
     promotion_margin: float = Field(0.005, ge=0, description="dev nDCG@10 the candidate must gain over the baseline")

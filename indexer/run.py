@@ -37,6 +37,7 @@ from opensearchpy import helpers
 from tqdm import tqdm
 
 from fashion_rerank.embedding import EmbeddingCache, embed_with_cache, load_bi_encoder
+from fashion_rerank.hardware import cpu_has_bf16
 from fashion_rerank.opensearch import make_client
 from fashion_rerank.product import Product, rerank_text, text_hash
 from fashion_rerank.retrieval import VECTOR_FIELD
@@ -153,19 +154,6 @@ def vector_problem(vector: Any, dimension: int) -> str | None:
     if not np.any(arr):
         return "zero vector"
     return None
-
-
-def cpu_has_bf16() -> bool:
-    """True when /proc/cpuinfo lists native bfloat16 instructions (avx512_bf16 or amx_bf16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def _precision(encoder, mode: str):

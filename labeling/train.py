@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fashion_rerank.hardware import cpu_has_bf16
 from fashion_rerank.registry import ModelRegistry
 from fashion_rerank.settings import LabelSettings, cpu_quota, resolve_model_path
 from labeling import prompts
@@ -60,6 +61,7 @@ class TrainStats:
     grades: dict[str, int]
     threads: int
     final_loss: float | None = None
+    bf16: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +104,16 @@ def set_threads(settings: LabelSettings) -> int:
     return n
 
 
+def use_bf16(mode: str, device: str) -> bool:
+    """Whether training runs under bfloat16 autocast: `mode` "on", or "auto" on a CPU with native bf16.
+
+    Only CPU training is switched (GPU training keeps fp32 unless a GPU-specific setting asks otherwise).
+    """
+    if mode == "off" or not device.startswith("cpu"):
+        return False
+    return mode == "on" or cpu_has_bf16()
+
+
 def train_cross_encoder(
     pairs: Sequence[TrainPair], out_dir: str | Path, settings: LabelSettings | None = None, progress: bool = True
 ) -> TrainStats:
@@ -140,6 +152,7 @@ def train_cross_encoder(
     transformers.set_seed(s.seed)
     device = s.models.device
     model = CrossEncoder(base_path, num_labels=1, max_length=s.max_length, device=device)
+    bf16 = use_bf16(s.train_bf16, device)
 
     queries = sorted({p.query for p in pairs})
     if s.loss == "lambda":
@@ -178,6 +191,7 @@ def train_cross_encoder(
             report_to="none",
             disable_tqdm=not progress,
             use_cpu=device == "cpu",
+            bf16=bf16,
             dataloader_num_workers=0,
         )
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss)
@@ -207,6 +221,7 @@ def train_cross_encoder(
         grades=grade_counts(list(pairs)),
         threads=threads,
         final_loss=round(float(final_loss), 5) if final_loss is not None else None,
+        bf16=bf16,
     )
 
 

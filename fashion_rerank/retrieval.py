@@ -60,15 +60,18 @@ def build_filter(filters: Mapping[str, str | Sequence[str]] | None) -> dict | No
     return {"bool": {"filter": clauses}} if clauses else None
 
 
-def knn_query(vector: Sequence[float], k: int, filters: Mapping[str, Any] | None = None) -> dict:
-    """The OpenSearch query body for top-`k` kNN with `filters` inside the knn clause."""
+def knn_query(
+    vector: Sequence[float], k: int, filters: Mapping[str, Any] | None = None, vector_field: str = VECTOR_FIELD
+) -> dict:
+    """The OpenSearch query body for top-`k` kNN on `vector_field` with `filters` inside the knn clause
+    (filter keys are the index's own field names)."""
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     knn: dict[str, Any] = {"vector": validate_vector(vector), "k": k}
     flt = build_filter(filters)
     if flt:
         knn["filter"] = flt
-    return {"size": k, "query": {"knn": {VECTOR_FIELD: knn}}, "_source": {"excludes": [VECTOR_FIELD]}}
+    return {"size": k, "query": {"knn": {vector_field: knn}}, "_source": {"excludes": [vector_field]}}
 
 
 def knn_search(
@@ -78,6 +81,7 @@ def knn_search(
     k: int,
     filters: Mapping[str, Any] | None = None,
     timeout_s: float | None = None,
+    vector_field: str = VECTOR_FIELD,
 ) -> list[Hit]:
     """Top-`k` products for a query vector, best first.
 
@@ -88,11 +92,12 @@ def knn_search(
         k: number of hits wanted (also the HNSW candidate count).
         filters: {attribute: value | [values]} applied inside the knn clause.
         timeout_s: request timeout in seconds (defaults to the client's).
+        vector_field: the index's knn_vector field (a team's own index may name it otherwise).
 
     Raises:
         ValueError: bad vector or k. opensearchpy exceptions propagate (connection errors, 4xx).
     """
-    body = knn_query(vector, k, filters)
+    body = knn_query(vector, k, filters, vector_field)
     kwargs = {"request_timeout": timeout_s} if timeout_s else {}
     resp = client.search(index=index, body=body, **kwargs)
     return [

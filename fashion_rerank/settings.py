@@ -158,6 +158,16 @@ class IndexSettings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
     embed_bf16: Literal["auto", "on", "off"] = "auto"
 
+    # -- reading an index (ours, or a team's own: fashion_rerank.schema)
+    vector_field: str = Field("embedding", min_length=1, description="knn_vector field of the products index")
+    id_field: str = Field("", description="source field with the product id; empty: the document _id")
+    text_field: str = Field(
+        "rerank_text", description="stored product text for the cross-encoder; empty or absent: built from the field map"
+    )
+    field_map: str = Field(
+        "", description="our field=their field, comma-separated (e.g. title=name,colour=color); dotted names reach into objects"
+    )
+
 
 class NodeSettings(BaseSettings):
     """Local node settings (environment prefix `FR_NODE_`)."""
@@ -194,6 +204,8 @@ class ServeSettings(BaseSettings):
 
     #: The model settings (FR_MODEL_*), read once with these and passed down with them.
     models: ModelSettings = Field(default_factory=ModelSettings, description="FR_MODEL_* settings, read with these")
+    #: How the products index maps onto our schema (FR_INDEX_*: vector_field, id_field, text_field, field_map).
+    index: IndexSettings = Field(default_factory=IndexSettings, description="FR_INDEX_* settings, read with these")
 
     # -- listeners
     grpc_host: str = "127.0.0.1"

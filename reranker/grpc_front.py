@@ -125,9 +125,9 @@ def _timings_ms(t: dict[str, float]) -> reranker_pb2.Timings:
     )
 
 
-def product_message(source: dict, id: str = "") -> reranker_pb2.Product:
-    """An index `_source` -> `Product` message (unknown keys ignored; values as strings)."""
-    p = Product.from_fields(source, id=id)
+def product_message(source: dict, id: str = "", product: Product | None = None) -> reranker_pb2.Product:
+    """`product` (or, without it, an index `_source` read with our field names) -> `Product` message."""
+    p = product if product is not None else Product.from_fields(source, id=id)
     return reranker_pb2.Product(
         product_id=p.id, title=p.title, description=p.description, **{k: p.attributes.get(k, "") for k in ATTRIBUTE_FIELDS}
     )
@@ -189,7 +189,7 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServicer):
         hits = [
             reranker_pb2.SearchHit(
                 id=h.id,
-                product=product_message(h.source, h.id),
+                product=product_message(h.source, h.id, h.product),
                 rank=h.rank,
                 rerank_score=h.rerank_score,
                 rerank_logit=h.rerank_logit,

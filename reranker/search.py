@@ -25,8 +25,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from opensearchpy import exceptions as ose
 
-from fashion_rerank.product import ATTRIBUTE_FIELDS, Product, rerank_text
+from fashion_rerank.product import ATTRIBUTE_FIELDS, Product
 from fashion_rerank.retrieval import Hit, knn_search
+from fashion_rerank.schema import IndexSchema, schema_from_settings
 from fashion_rerank.scores import sigmoid
 from fashion_rerank.settings import OpenSearchSettings, ServeSettings
 from reranker.errors import (
@@ -48,7 +49,11 @@ _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,254}$")
 
 @dataclass
 class SearchHit:
-    """One returned product. Scores: `rerank_score` = sigmoid(`rerank_logit`) (0 when not reranked)."""
+    """One returned product. Scores: `rerank_score` = sigmoid(`rerank_logit`) (0 when not reranked).
+
+    `id` is the product id (the index schema's `id_field`, else the document `_id`); `product` is our view of
+    the document through the index schema; `source` the raw `_source` without the vector.
+    """
 
     id: str
     source: dict[str, Any]
@@ -57,6 +62,7 @@ class SearchHit:
     rerank_logit: float
     retrieval_score: float
     retrieval_rank: int
+    product: Product | None = None
 
 
 @dataclass
@@ -126,7 +132,15 @@ class SearchService:
     """
 
     def __init__(
-        self, settings: ServeSettings, core, client, encoder=None, index: str | None = None, querylog=None, metrics=None
+        self,
+        settings: ServeSettings,
+        core,
+        client,
+        encoder=None,
+        index: str | None = None,
+        querylog=None,
+        metrics=None,
+        schema: IndexSchema | None = None,
     ):
 
         self.settings = settings
@@ -136,6 +150,7 @@ class SearchService:
         self.index = index or OpenSearchSettings().index_alias
         self.querylog = querylog
         self.metrics = metrics
+        self.schema = schema or schema_from_settings(settings.index)
 
     @property
     def encoder(self):
@@ -200,7 +215,10 @@ class SearchService:
             timeout = min(timeout, max(0.01, left - min(0.25, 0.2 * left)))
         t0 = time.monotonic()
         try:
-            hits: list[Hit] = knn_search(self.client, index, vector, top_k, flt or None, timeout_s=timeout)
+            their_filters = {self.schema.field(k): v for k, v in flt.items()}
+            hits: list[Hit] = knn_search(
+                self.client, index, vector, top_k, their_filters or None, timeout_s=timeout, vector_field=self.schema.vector_field
+            )
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below
@@ -224,13 +242,14 @@ class SearchService:
             h = hits[i]
             out.append(
                 SearchHit(
-                    id=h.id,
+                    id=self.schema.product_id(h.id, h.source),
                     source=h.source,
                     rank=rank,
                     rerank_score=float(scores[i]) if scores is not None else 0.0,
                     rerank_logit=float(logits[i]) if logits is not None else 0.0,
                     retrieval_score=h.score,
                     retrieval_rank=h.rank,
+                    product=self.schema.product(h.id, h.source),
                 )
             )
         timings["total"] = time.monotonic() - t_start
@@ -270,7 +289,7 @@ class SearchService:
             return None, None, None
         if not hits:
             return np.zeros(0, np.float32), version, None
-        texts = [h.source.get("rerank_text") or rerank_text(Product.from_fields(h.source, id=h.id)) for h in hits]
+        texts = [self.schema.text(h.id, h.source) for h in hits]
         budget_end = time.monotonic() + s.rerank_budget_ms / 1000.0
         end = budget_end if deadline is None else min(deadline, budget_end)
         fut = None

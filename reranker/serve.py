@@ -77,7 +77,7 @@ class Sidecar:
         if encoder is None:
             from fashion_rerank.embedding import load_bi_encoder
 
-            encoder = load_bi_encoder()
+            encoder = load_bi_encoder(s.models.bi_encoder, s.models.device)
         self.search = SearchService(s, self.core, client, encoder, self.opensearch.index_alias, self.querylog, self.metrics)
         self.grpc = GrpcServer(s, self.core, self.metrics, self.search)
         self.grpc_port = self.grpc.start()

@@ -75,13 +75,14 @@ def create_app(core: Any, settings: Any = None, metrics: Any = None) -> FastAPI:
             `ModelSettings().name`, read once here.
         metrics: the sidecar's `reranker.metrics.Metrics`, or None.
 
-    The app serves no docs pages and no `/openapi.json` route; `app.openapi()` builds the document
-    (request bodies included, although the routes read them by hand to keep the checks above in order).
+    The app serves no docs pages; `GET /openapi.json` (no token needed, like `/health`) publishes the
+    document `app.openapi()` builds (request bodies included, although the routes read them by hand to keep
+    the checks above in order). `docs/openapi.json` is a copy, kept equal by a test.
     """
     auth = BearerAuth.from_settings(settings)
     max_bytes = max_body_bytes(settings)
     default_s = default_deadline_s(settings)
-    model_name = ModelSettings().name
+    model_name = settings.models.name if getattr(settings, "models", None) is not None else ModelSettings().name
 
     app = FastAPI(title="fashion-rerank", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -95,6 +96,10 @@ def create_app(core: Any, settings: Any = None, metrics: Any = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     async def answer(
         request: Request, route: str, error_body: ErrorBody, work: Callable[[float], Awaitable[Response]]

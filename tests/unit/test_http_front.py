@@ -202,9 +202,19 @@ def test_health_and_models(client, front):
     }
 
 
-def test_no_docs_pages_and_no_openapi_route(client):
-    for path in ("/docs", "/redoc", "/openapi.json"):
+def test_no_docs_pages_but_the_openapi_document_is_published_and_checked_in(client):
+    for path in ("/docs", "/redoc"):
         assert client.get(path).status_code == 404
+    live = client.get("/openapi.json")  # open like /health: a schema, no data
+    assert live.status_code == 200
+    from pathlib import Path
+
+    from reranker.http.openapi import openapi_document, render
+
+    checked_in = (Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text()
+    assert render(live.json()) == render(openapi_document()) == checked_in, (
+        "docs/openapi.json is stale: python -m reranker.http.openapi docs/openapi.json"
+    )
 
 
 def test_the_openapi_document_describes_request_and_response_bodies(front):

@@ -10,6 +10,7 @@
     fashion-rerank judge serve                     the reference judge (a rubric, not an LLM), OpenAI-compatible
     fashion-rerank opensearch start | stop | status | install-pipeline | uninstall-pipeline
     fashion-rerank demo                            the whole system end to end (what `make demo` runs)
+    fashion-rerank status                          what runs, which model serves, the alias and its index, the logs
 
 Each command's handler lives in `cli.<group>` and imports its application lazily, so `--help` and
 `opensearch status` never load torch. An import error in a handler is an error, never a missing command.
@@ -298,6 +299,15 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_handler("cli.demo:cmd_demo"))
 
 
+def _status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="what is running, which model version serves, the alias and its index, where the logs are (exit 3: not ready)",
+    )
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=_handler("cli.status:cmd_status"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole `fashion-rerank` parser (every group, every flag)."""
     parser = argparse.ArgumentParser(
@@ -306,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve the reranking sidecar, label queries with an LLM judge, train and promote the cross-encoder.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_index, _serve, _labels, _model, _refresh, _judge, _opensearch, _demo):
+    for add in (_index, _serve, _labels, _model, _refresh, _judge, _opensearch, _demo, _status):
         add(sub)
     return parser
 

@@ -215,6 +215,20 @@ class Demo:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
+    def write_serve_env(self) -> Path:
+        """Write `<work>/serve.env`: the settings that make `fashion-rerank serve` (and `search`, `status`) use
+        what the demo built (its OpenSearch, alias and model registry). Returns its path."""
+        path = self.work / "serve.env"
+        lines = [
+            "# Written by `fashion-rerank demo`: serve the model it trained with",
+            f"#   FASHION_RERANK_CONFIG={path} fashion-rerank serve",
+            f"OPENSEARCH_URL={self.os_settings.url}",
+            f"OPENSEARCH_INDEX_ALIAS={self.alias}",
+            f"FR_MODEL_REGISTRY_DIR={self.registry_dir.resolve()}",
+        ]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
     def stop_all(self) -> None:
         """Stop what this run started (children first, then the OpenSearch node if the demo started it)."""
         for bg in reversed(self.procs):
@@ -757,6 +771,9 @@ def run_demo(cfg: DemoConfig) -> dict:
         judge = "reference rubric judge (not an LLM)" if s["judge"]["reference_rubric"] else f"LLM {s['judge']['model']}"
         print(f"labels: {judge}; {s['judged_pairs']['total']} judged pairs; base model {s['model'].get('base_model')}")
         print(f"\nreport:  {demo.paths['report']}\nsummary: {demo.paths['summary']}\nchart:   {demo.paths['chart']}")
+        env = demo.write_serve_env()
+        print(f"\nserve the model the demo trained:  FASHION_RERANK_CONFIG={env} fashion-rerank serve")
+        print("what runs, which model, which index:  fashion-rerank status")
     return demo.summary
 
 

@@ -26,7 +26,7 @@ def _choices(parser, name):
 
 def test_every_group_has_its_actions():
     top = _choices(build_parser(), None)
-    assert {"index", "serve", "search", "labels", "model", "refresh", "judge", "opensearch", "demo"} <= set(top)
+    assert {"index", "serve", "search", "labels", "model", "refresh", "judge", "opensearch", "demo", "status"} <= set(top)
     for group, actions in GROUPS.items():
         assert set(_choices(top[group], None)) == actions, group
 
@@ -112,3 +112,23 @@ def test_a_broken_command_module_is_an_error_not_a_missing_command(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 0 and "labels" in proc.stdout
+
+
+def test_status_reports_what_runs_and_which_model(tmp_path, monkeypatch, capsys):
+    import json
+
+    from fashion_rerank.registry import ModelRegistry
+
+    from .conftest import promote_new
+
+    version = promote_new(ModelRegistry(tmp_path / "models", "fashion-ce"))
+    monkeypatch.setenv("FR_MODEL_REGISTRY_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("OPENSEARCH_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("FR_SERVE_GRPC_PORT", "9")
+    assert main(["status", "--json"]) == 3  # OpenSearch unreachable: not ready
+    st = json.loads(capsys.readouterr().out)
+    assert st["model"]["current"] == version and st["model"]["versions"] == 1
+    assert st["sidecar"]["running"] is False and st["opensearch"]["reachable"] is False
+    assert main(["status"]) == 3
+    out = capsys.readouterr().out
+    assert f"current {version}" in out and "not running" in out and "not reachable" in out

@@ -174,12 +174,17 @@ class NodeSettings(BaseSettings):
 
     model_config = _config("FR_NODE_")
 
+    version: str = Field(
+        "2.19.1",
+        description="OpenSearch version to install and run: 2.19.1 (Java 11-23) or a 3.x such as 3.5.0 (Java 21+); "
+        "fashion_rerank.local_node.TESTED_VERSIONS are tested",
+    )
     host: str = "127.0.0.1"
     port: int = 9200
     heap: str = Field("1g", description="JVM -Xms/-Xmx")
     plugins: str = Field("knn", description="comma-separated plugin sets: knn, ml")
     start_timeout_s: float = 240.0
-    java_home: str | None = None
+    java_home: str | None = Field(None, description="JDK for the node; default: found (see local_node._java_home)")
 
 
 # ---------------------------------------------------------------- the sidecar
@@ -240,7 +245,14 @@ class ServeSettings(BaseSettings):
     max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per forward pass (sub-batch)")
     sub_batch: int = Field(25, gt=0, description="pairs per length-sorted forward pass (at least)")
     sub_batch_tokens: int = Field(2048, gt=0, description="short pairs: fill a forward pass up to this many padded tokens")
-    threads: int = Field(default_factory=cpu_quota, gt=0, description="torch intra-op threads (default: CPU quota)")
+    threads: int = Field(default_factory=cpu_quota, gt=0, description="model intra-op threads in all (default: CPU quota)")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="scoring workers taking batches from the queue; each runs with threads // workers intra-op threads "
+        "(measured: docs/performance.md#workers-and-threads)",
+    )
     registry_poll_s: float = Field(2.0, gt=0, description="how often the registry's `current` pointer is read")
     score_cache_entries: int = Field(100_000, ge=0, description="score cache: most (query, document) pairs kept; 0 = off")
     score_cache_bytes: int = Field(32 * 1024 * 1024, ge=0, description="score cache: most bytes kept (200 per pair)")

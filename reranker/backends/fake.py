@@ -15,6 +15,7 @@ its score is the share of query words found in the document, which only *looks* 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -57,9 +58,16 @@ class FakeBackend(Backend):
         self.delay_per_pair_s = float(delay_per_pair_s)
         self.closed = False
         self.runs = 0
+        self.run_threads: set[str] = set()  # names of the threads that ran forward passes
 
     def query_tokens(self, query: str) -> int:
         return len(_words(query))
+
+    def pair_tokens(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """(len(documents),) int64: `3 + query words + document words` of each pair, not truncated (what
+        `encode` gives before it cuts a document to `max_length`)."""
+        qn = self.query_tokens(query)
+        return np.asarray([3 + qn + len(d.split()) for d in documents], dtype=np.int64)
 
     def encode(self, queries: Sequence[str], documents: Sequence[str], truncate_left: Sequence[bool] | None = None) -> Encoded:
         if len(queries) != len(documents):
@@ -80,6 +88,7 @@ class FakeBackend(Backend):
         if self.closed:
             raise RuntimeError("fake backend used after close()")
         self.runs += 1
+        self.run_threads.add(threading.current_thread().name)
         pairs = [encoded.data[int(i)] for i in indices]
         if any(FAIL_MARKER in d for _, d in pairs):
             raise RuntimeError("fake backend failure (FAIL_MARKER in a document)")
@@ -91,8 +100,13 @@ class FakeBackend(Backend):
         self.closed = True
 
 
-def load(path: str | Path | None = None, version: str | None = None, max_length: int | None = None,
-         delay_per_pair_s: float = 0.0, **_ignored) -> FakeBackend:
+def load(
+    path: str | Path | None = None,
+    version: str | None = None,
+    max_length: int | None = None,
+    delay_per_pair_s: float = 0.0,
+    **_ignored,
+) -> FakeBackend:
     """A FakeBackend; `path` is accepted for the backend interface and ignored (its name is the default version)."""
     name = version or (Path(path).name if path else "fake-1")
     return FakeBackend(version=name, max_length=max_length or 128, delay_per_pair_s=delay_per_pair_s)

@@ -69,17 +69,20 @@ class ScoringCore:
         self.metrics = metrics
         self.cache = ScoreCache(settings.score_cache_entries, settings.score_cache_bytes)
         self.models = ModelHolder(
-            registry, loader or registry_loader(settings.backend, settings.threads, device), metrics, on_swap=self._on_swap
+            registry,
+            loader or registry_loader(settings.backend, self.threads_per_worker, device),
+            metrics,
+            on_swap=self._on_swap,
         )
         self._prepare = loader is None
         self._queue: deque[Work] = deque()
         self._queued_pairs = 0
         self._cond = threading.Condition()
-        self._busy = False
+        self._busy = 0  # workers scoring a batch now
         self._accepting = False
         self._stopping = threading.Event()
         self._abort = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -90,13 +93,16 @@ class ScoringCore:
         """
 
         if self._prepare:
-            prepare_backend(self.settings.backend, self.settings.threads)
+            prepare_backend(self.settings.backend, self.threads_per_worker)
         self.check_registry()
         self._stopping.clear()
         self._abort.clear()
         self._accepting = True
-        self._worker = threading.Thread(target=self._work_loop, name="rerank-worker", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._work_loop, name=f"rerank-worker-{i}", daemon=True) for i in range(self.settings.workers)
+        ]
+        for t in self._workers:
+            t.start()
         self.models.start_watching(self.settings.registry_poll_s)
 
     def stop(self, grace_s: float) -> None:
@@ -114,9 +120,9 @@ class ScoringCore:
             self._stopping.set()
             self._cond.notify_all()
         self.models.stop_watching()
-        t = self._worker
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout=5.0)
+        for t in self._workers:
+            if t is not threading.current_thread():
+                t.join(timeout=5.0)
         with self._cond:
             while self._queue:
                 w = self._queue.popleft()
@@ -143,7 +149,12 @@ class ScoringCore:
     @property
     def busy(self) -> bool:
         """True while the worker is scoring a batch."""
-        return self._busy
+        return self._busy > 0
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Intra-op threads each worker's forward passes use: `threads // workers`, at least 1."""
+        return max(1, self.settings.threads // max(1, self.settings.workers))
 
     def _on_swap(self, version: str) -> None:
         """A new model serves: scores of the old one must never be returned again."""
@@ -276,7 +287,7 @@ class ScoringCore:
                 batch.append(w)
                 pairs += w.n
             self._queued_pairs -= pairs
-            self._busy = True
+            self._busy += 1
             self._update_queue_metrics()
             return batch
 
@@ -293,7 +304,7 @@ class ScoringCore:
                     fail(w.future, BackendError(f"the model failed on this batch: {exc}"))
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._busy -= 1
                     self._cond.notify_all()
 
     def _abandon(self, w: Work, exc: BaseException) -> None:

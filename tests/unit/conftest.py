@@ -51,7 +51,7 @@ def make_core(registry):
     cores = []
 
     def make(loads: Loads | None = None, **settings) -> ScoringCore:
-        s = ServeSettings(registry_poll_s=0.05, threads=1, **settings)
+        s = ServeSettings(**{"registry_poll_s": 0.05, "threads": 1, **settings})
         core = ScoringCore(s, registry, loader=loads or Loads())
         core.start()
         cores.append(core)

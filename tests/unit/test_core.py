@@ -198,3 +198,16 @@ def test_stop_fails_what_is_left_with_deadline_exceeded(make_core):
     assert "deadline" in outcomes
     with pytest.raises(QueueFullError):
         core.submit("q", ["d"])
+
+
+def test_several_workers_score_concurrent_requests_correctly(make_core):
+    loads = Loads(delay_per_pair_s=0.001)
+    core = make_core(loads=loads, workers=3, threads=6, max_batch_pairs=8)
+    assert core.threads_per_worker == 2
+    queries = [f"query {i} red" for i in range(30)]
+    futs = [core.submit(q, DOCS) for q in queries]
+    for q, f in zip(queries, futs):
+        np.testing.assert_allclose(f.result(timeout=10).logits, [fake_logit(q, d) for d in DOCS], atol=1e-6)
+    # more than one worker ran forward passes (batches hold at most 2 requests of 4 pairs: 15+ batches)
+    assert len(loads.loaded[0].run_threads) >= 2
+    assert loads.loaded[0].run_threads <= {"rerank-worker-0", "rerank-worker-1", "rerank-worker-2"}

@@ -242,6 +242,12 @@ def _opensearch(sub: argparse._SubParsersAction) -> None:
         a.set_defaults(func=_handler("cli.opensearch:cmd_node"))
         if action == "start":
             a.add_argument("--plugins", default=None, help="plugin sets: knn (default) or knn,ml (ml-commons, neural-search)")
+            a.add_argument(
+                "--version",
+                default=None,
+                help="OpenSearch version: 2.19.1 (default, $FR_NODE_VERSION) or a 3.x such as 3.5.0 (needs Java 21+, found "
+                "under /usr/lib/jvm or given by FR_NODE_JAVA_HOME)",
+            )
 
     p = g.add_parser(
         "install-pipeline",

@@ -8,7 +8,7 @@ import sys
 
 from fashion_rerank import local_node
 from fashion_rerank.opensearch import make_client
-from fashion_rerank.settings import OpenSearchSettings
+from fashion_rerank.settings import NodeSettings, OpenSearchSettings
 from reranker.pipeline.bodies import example_search_body, request_plan
 from reranker.pipeline.cluster import InstallReport
 from reranker.pipeline.install import install_pipeline
@@ -91,7 +91,9 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "start":
-            st = local_node.start(plugins=args.plugins)
+            version = getattr(args, "version", None)
+            settings = NodeSettings(version=version) if version else None  # None: FR_NODE_VERSION or the default
+            st = local_node.start(plugins=args.plugins, settings=settings)
             print(f"OpenSearch {st['version']} is {st['health']} at {st['url']} with plugins {', '.join(st['plugins'])}")
         elif args.action == "stop":
             print("stopped" if local_node.stop() else "no node started by fashion-rerank is running")

@@ -7,7 +7,12 @@ the node runs on 127.0.0.1 with single-node discovery. Nothing else in the proje
 everything talks to `OPENSEARCH_URL`.
 
 Plugin sets: `knn` (always) and `ml` (ml-commons, neural-search and job-scheduler, for the search
-pipeline rerank processor). Each set gets its own installation folder and data folder.
+pipeline rerank processor). Each (version, plugin set) gets its own installation folder and data folder.
+
+Versions: 2.19.1 by default; `FR_NODE_VERSION` (or `fashion-rerank opensearch start --version`) picks
+another, e.g. 3.5.0. The 2.x line runs on Java 11-23 (it needs the Security Manager, which Java 24
+removed), the 3.x line needs Java 21 or newer: `_java_home` finds one (see there). Tested versions are
+TESTED_VERSIONS (README, "Use an existing OpenSearch cluster").
 """
 
 from __future__ import annotations
@@ -30,27 +35,87 @@ from pathlib import Path
 
 from fashion_rerank.settings import NodeSettings, cache_root
 
-#: The one OpenSearch version of the project. 2.19.x runs on Java 17; the k-NN, ml-commons,
-#: neural-search and job-scheduler 2.19.1.0 zips are all served by Maven Central.
+#: The default OpenSearch version of the project (FR_NODE_VERSION / `--version` choose another). 2.19.x
+#: runs on Java 17; the k-NN, ml-commons, neural-search and job-scheduler 2.19.1.0 zips are all served
+#: by Maven Central.
 OPENSEARCH_VERSION = "2.19.1"
 PLUGIN_VERSION = f"{OPENSEARCH_VERSION}.0"
 
+#: Versions whose OpenSearch-facing tests CI runs (.ci/run). For 3.5.0 the distribution and k-NN 3.5.0.0
+#: are served by the Maven registry this project reaches; ml-commons, neural-search and job-scheduler
+#: 3.5.0.0 were not (checked Dec 2026), so the `ml` set (install-pipeline) is tested on 2.19.1 only.
+TESTED_VERSIONS = (OPENSEARCH_VERSION, "3.5.0")
+
+
+def _plugins(plugin_version: str) -> dict[str, list[tuple[str, str]]]:
+    return {
+        "knn": [(f"org.opensearch.plugin:opensearch-knn:{plugin_version}:zip", "opensearch-knn")],
+        "ml": [
+            (f"org.opensearch.plugin:opensearch-job-scheduler:{plugin_version}:zip", "opensearch-job-scheduler"),
+            (f"org.opensearch.plugin:opensearch-ml-plugin:{plugin_version}:zip", "opensearch-ml"),
+            (f"org.opensearch.plugin:neural-search:{plugin_version}:zip", "opensearch-neural-search"),
+        ],
+    }
+
+
 DISTRIBUTION = f"org.opensearch.distribution.integ-test-zip:opensearch:{OPENSEARCH_VERSION}:zip"
 #: plugin set -> ordered (maven artifact, plugin name as listed by _cat/plugins); install order matters
-#: (ml-commons extends job-scheduler, neural-search needs ml-commons and k-NN).
-PLUGINS: dict[str, list[tuple[str, str]]] = {
-    "knn": [(f"org.opensearch.plugin:opensearch-knn:{PLUGIN_VERSION}:zip", "opensearch-knn")],
-    "ml": [
-        (f"org.opensearch.plugin:opensearch-job-scheduler:{PLUGIN_VERSION}:zip", "opensearch-job-scheduler"),
-        (f"org.opensearch.plugin:opensearch-ml-plugin:{PLUGIN_VERSION}:zip", "opensearch-ml"),
-        (f"org.opensearch.plugin:neural-search:{PLUGIN_VERSION}:zip", "opensearch-neural-search"),
-    ],
-}
+#: (ml-commons extends job-scheduler, neural-search needs ml-commons and k-NN). For the default version;
+#: `Release.plugins` has them for any version (same artifacts and names, plugin version `<version>.0`).
+PLUGINS: dict[str, list[tuple[str, str]]] = _plugins(PLUGIN_VERSION)
+
+
+@dataclass(frozen=True)
+class Release:
+    """One OpenSearch version: its Maven coordinates and the Java versions it runs on."""
+
+    version: str
+    min_java: int
+    max_java: int | None  # None: no known upper bound
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def plugin_version(self) -> str:
+        return f"{self.version}.0"
+
+    @property
+    def distribution(self) -> str:
+        return f"org.opensearch.distribution.integ-test-zip:opensearch:{self.version}:zip"
+
+    @property
+    def plugins(self) -> dict[str, list[tuple[str, str]]]:
+        return _plugins(self.plugin_version)
+
+
+def release(version: str | None = None) -> Release:
+    """The Release of `version` (default OPENSEARCH_VERSION); 2.x and 3.x `major.minor.patch` only.
+
+    2.x needs the Java Security Manager (gone in Java 24), so Java 11-23; 3.x needs Java 21 or newer.
+
+    Raises:
+        NodeError: not a 2.x or 3.x version number.
+    """
+    version = (version or OPENSEARCH_VERSION).strip()
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not m or int(m.group(1)) not in (2, 3):
+        raise NodeError(
+            f"unsupported OpenSearch version {version!r}: give a 2.x or 3.x release such as "
+            f"{' or '.join(TESTED_VERSIONS)} (the versions tested)"
+        )
+    if int(m.group(1)) == 2:
+        return Release(version, min_java=11, max_java=23)
+    return Release(version, min_java=21, max_java=None)
 
 
 #: Modules that the full distribution bundles but the minimal one lacks, rebuilt from their Maven jars.
 #: k-NN extends lang-painless (its scoring scripts), so the module must exist before the plugin installs.
-#: module -> (plugin descriptor fields, jars as group:artifact:version, security policy)
+#: The 2.19 integ-test zip lacks it; the 3.x one ships it (and transport-grpc, which k-NN 3.x also
+#: extends), so a module already in the distribution is left as it is.
+#: module -> (plugin descriptor fields, jars as group:artifact:version, security policy); the jars are
+#: those of 2.19.1 (another version's OpenSearch jars take that version, see `_install_module`).
 MODULES: dict[str, tuple[dict[str, str], list[str], str]] = {
     "lang-painless": (
         {
@@ -78,6 +143,10 @@ class NodeError(RuntimeError):
     """The local node could not be fetched, installed, started or stopped; the message says what to do."""
 
 
+class FetchError(NodeError):
+    """An artifact could not be fetched from the Maven registry (not served there, or no network)."""
+
+
 @dataclass
 class NodePaths:
     """Where one plugin set's installation, data, logs and pid file live."""
@@ -91,10 +160,10 @@ class NodePaths:
     stdout: Path
 
     @classmethod
-    def for_sets(cls, sets: list[str]) -> "NodePaths":
+    def for_sets(cls, sets: list[str], version: str = OPENSEARCH_VERSION) -> "NodePaths":
         root = node_root()
         tag = "+".join(sorted(set(sets)))
-        base = root / f"{OPENSEARCH_VERSION}-{tag}"
+        base = root / f"{version}-{tag}"
         return cls(
             root=root,
             downloads=root / "downloads",
@@ -194,8 +263,10 @@ def fetch(artifact: str, downloads: Path) -> Path:
         text=True,
     )
     if proc.returncode != 0 or not target.exists():
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-        raise NodeError(f"could not fetch {artifact} (mvn exit {proc.returncode}):\n{tail}")
+        lines = (proc.stdout + proc.stderr).splitlines()
+        why = [ln for ln in lines if "Failed to execute goal" in ln or "Could not" in ln][:3]  # "... was not found in ..."
+        tail = "\n".join(why or lines[-15:])
+        raise FetchError(f"could not fetch {artifact} (mvn exit {proc.returncode}):\n{tail}")
     return target
 
 
@@ -239,19 +310,22 @@ def fetch_jars(coords: list[str], target: Path) -> list[Path]:
     return files
 
 
-def _install_module(name: str, home: Path, downloads: Path) -> None:
+def _install_module(name: str, home: Path, downloads: Path, version: str = OPENSEARCH_VERSION) -> None:
     descriptor, coords, policy = MODULES[name]
-    jars = fetch_jars(coords, downloads / "modules" / name)
+    if version != OPENSEARCH_VERSION:  # the OpenSearch jars of that version; the third-party jars stay
+        coords = [c.replace(f":{OPENSEARCH_VERSION}", f":{version}") if c.startswith("org.opensearch") else c for c in coords]
+    folder = name if version == OPENSEARCH_VERSION else f"{name}-{version}"
+    jars = fetch_jars(coords, downloads / "modules" / folder)
     dest = home / "modules" / name
     dest.mkdir(parents=True, exist_ok=True)
     for jar in jars:
         shutil.copy2(jar, dest / jar.name)
     props = dict(
         descriptor,
-        version=OPENSEARCH_VERSION,
+        version=version,
         **{
-            "opensearch.version": OPENSEARCH_VERSION,
-            "java.version": "11",
+            "opensearch.version": version,
+            "java.version": "11" if release(version).major == 2 else "21",
             "extended.plugins": "",
             "has.native.controller": "false",
         },
@@ -263,18 +337,89 @@ def _install_module(name: str, home: Path, downloads: Path) -> None:
 # -------------------------------------------------------------------------------------------- install
 
 
-def _java_home(settings: NodeSettings) -> str:
-    """Find a JDK >= 11 for OpenSearch 2.19 (FR_NODE_JAVA_HOME, OPENSEARCH_JAVA_HOME, JAVA_HOME, PATH)."""
-    for cand in (settings.java_home, os.environ.get("OPENSEARCH_JAVA_HOME"), os.environ.get("JAVA_HOME")):
-        if cand and (Path(cand) / "bin" / "java").exists():
-            return cand
+#: Where JDKs are installed (Debian/Ubuntu packages and the Temurin packages put them here).
+JVM_DIRS = (Path("/usr/lib/jvm"),)
+
+_java_majors: dict[str, int | None] = {}
+
+
+def java_major(java_home: str | Path) -> int | None:
+    """The feature version of `<java_home>/bin/java` from `java -version` (17, 21, 25; 8 for 1.8), or None."""
+    java = Path(java_home) / "bin" / "java"
+    key = os.path.realpath(java)
+    if key not in _java_majors:
+        major = None
+        if java.exists():
+            try:
+                proc = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30)
+                m = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr + proc.stdout)
+                if m:
+                    major = int(m.group(2)) if m.group(1) == "1" and m.group(2) else int(m.group(1))
+            except (OSError, subprocess.SubprocessError):
+                major = None
+        _java_majors[key] = major
+    return _java_majors[key]
+
+
+def _java_hint(rel: Release) -> str:
+    if rel.major == 2:
+        return "Install one (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME / FR_NODE_JAVA_HOME"
+    return (
+        "Install a JDK 21 or newer, e.g. Eclipse Temurin 21 or 25 (package temurin-21-jdk or temurin-25-jdk from "
+        "the Adoptium apt repository; Debian 13 and Ubuntu 24.04 also have openjdk-21-jdk-headless), then set "
+        "FR_NODE_JAVA_HOME to it if it is not under /usr/lib/jvm"
+    )
+
+
+def _java_home(settings: NodeSettings, version: str | None = None) -> str:
+    """Find a JDK for OpenSearch `version` (default: settings.version); returns its home folder.
+
+    Candidates, in order: FR_NODE_JAVA_HOME, OPENSEARCH_JAVA_HOME, JAVA_HOME, the `java` on PATH.
+    2.x (Java 11-23, 17 recommended): the first candidate whose `java -version` is in that range (24 and
+    newer have no Security Manager, which 2.x needs). 3.x (Java 21 or newer): the first candidate that
+    is new enough, else the newest JDK >= 21 under /usr/lib/jvm (such as /usr/lib/jvm/temurin-25-jdk-amd64
+    beside the system's Java 17). Raises NodeError naming what to install when none fits.
+    """
+    rel = release(version or settings.version)
+    cands: list[tuple[str, str]] = [
+        (name, val)
+        for name, val in (
+            ("FR_NODE_JAVA_HOME", settings.java_home),
+            ("OPENSEARCH_JAVA_HOME", os.environ.get("OPENSEARCH_JAVA_HOME")),
+            ("JAVA_HOME", os.environ.get("JAVA_HOME")),
+        )
+        if val and (Path(val) / "bin" / "java").exists()
+    ]
     java = shutil.which("java")
     if java:
-        return str(Path(os.path.realpath(java)).parent.parent)
-    raise NodeError(
-        "no Java found: OpenSearch needs a JDK 11+ (17 recommended). Install one "
-        "(apt-get install openjdk-17-jdk-headless) or set JAVA_HOME / FR_NODE_JAVA_HOME"
-    )
+        cands.append(("java on PATH", str(Path(os.path.realpath(java)).parent.parent)))
+
+    def fits(major: int | None) -> bool:
+        return major is not None and major >= rel.min_java and (rel.max_java is None or major <= rel.max_java)
+
+    for _name, home in cands:
+        major = java_major(home)
+        if fits(major) or (rel.major == 2 and major is None):  # 2.x: an unreadable version is taken, as before
+            return home
+    scanned: dict[str, int] = {}
+    for jvm_dir in JVM_DIRS if rel.major >= 3 else ():
+        if jvm_dir.is_dir():
+            for home in sorted(jvm_dir.iterdir()):
+                real = os.path.realpath(home)
+                major = java_major(home) if (home / "bin" / "java").exists() else None
+                if real not in scanned and fits(major):
+                    scanned[real] = major or 0
+    if scanned:
+        return max(scanned, key=lambda h: (scanned[h], h))
+    if not cands and rel.major == 2:
+        raise NodeError(
+            "no Java found: OpenSearch needs a JDK 11+ (17 recommended). Install one "
+            "(apt-get install openjdk-17-jdk-headless) or set JAVA_HOME / FR_NODE_JAVA_HOME"
+        )
+    need = f"Java {rel.min_java}-{rel.max_java}" if rel.max_java else f"Java {rel.min_java} or newer"
+    seen = "; ".join(f"{name} {home} is Java {java_major(home) or '?'}" for name, home in cands) or "no java on PATH"
+    where = f"; none fits under {', '.join(map(str, JVM_DIRS))}" if rel.major >= 3 else ""
+    raise NodeError(f"no suitable Java found: OpenSearch {rel.version} needs {need} ({seen}{where}). {_java_hint(rel)}")
 
 
 def install(sets: list[str], settings: NodeSettings) -> NodePaths:
@@ -283,12 +428,23 @@ def install(sets: list[str], settings: NodeSettings) -> NodePaths:
     A finished installation is marked by `home/.fashion-rerank-installed`; a half-finished one
     (interrupted run) is removed and redone.
     """
-    paths = NodePaths.for_sets(sets)
+    rel = release(settings.version)
+    paths = NodePaths.for_sets(sets, rel.version)
     marker = paths.home / ".fashion-rerank-installed"
     if marker.exists():
         return paths
-    dist = fetch(DISTRIBUTION, paths.downloads)
-    zips = [(fetch(a, paths.downloads), name) for s in sets for a, name in PLUGINS[s]]
+    java_home = _java_home(settings, rel.version)  # fail before any download when no JDK fits
+    dist = fetch(rel.distribution, paths.downloads)
+    zips = []
+    for s in sets:
+        for artifact, name in rel.plugins[s]:
+            try:
+                zips.append((fetch(artifact, paths.downloads), name))
+            except FetchError as exc:
+                raise FetchError(
+                    f"{exc}\nThe plugin set {s!r} of OpenSearch {rel.version} needs {artifact}, which the Maven registry did "
+                    f"not serve; choose another set or version (tested: {', '.join(TESTED_VERSIONS)})"
+                ) from None
     if paths.home.exists():
         shutil.rmtree(paths.home)
     staging = paths.home.parent / "staging"
@@ -305,8 +461,9 @@ def install(sets: list[str], settings: NodeSettings) -> NodePaths:
     top.rename(paths.home)
     staging.rmdir()
     for module in MODULES:
-        _install_module(module, paths.home, paths.downloads)
-    env = dict(os.environ, OPENSEARCH_JAVA_HOME=_java_home(settings))
+        if not (paths.home / "modules" / module).exists():  # the 3.x distribution ships lang-painless
+            _install_module(module, paths.home, paths.downloads, rel.version)
+    env = dict(os.environ, OPENSEARCH_JAVA_HOME=java_home)
     for zpath, name in zips:
         print(f"installing plugin {name} ...", flush=True)
         proc = subprocess.run(
@@ -317,7 +474,7 @@ def install(sets: list[str], settings: NodeSettings) -> NodePaths:
         )
         if proc.returncode != 0:
             raise NodeError(f"opensearch-plugin install {name} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    marker.write_text(json.dumps({"version": OPENSEARCH_VERSION, "plugins": sets}))
+    marker.write_text(json.dumps({"version": rel.version, "plugins": sets}))
     return paths
 
 
@@ -379,6 +536,13 @@ def _our_pid(paths_root: Path) -> int | None:
     return pid if str(paths_root) in cmdline else None
 
 
+def _serves(url: str, pid: int) -> bool:
+    """Whether the node answering at `url` is process `pid` (another node may hold the port)."""
+    info = _get(f"{url}/_nodes/_local/process?filter_path=nodes.*.process.id") or {}
+    nodes = info.get("nodes") if isinstance(info, dict) else None
+    return any(str((n.get("process") or {}).get("id")) == str(pid) for n in (nodes or {}).values())
+
+
 def installed_plugins(url: str) -> set[str]:
     """Names of the plugins loaded by the node at `url` (empty when unreachable)."""
     rows = _get(f"{url}/_cat/plugins?format=json") or []
@@ -392,11 +556,12 @@ def status(settings: NodeSettings | None = None) -> dict:
     root = node_root()
     info = _get(url) or {}
     health = _get(f"{url}/_cluster/health") or {}
+    pid = _our_pid(root)
     return {
         "url": url,
         "running": bool(info),
-        "ours": _our_pid(root) is not None,
-        "pid": _our_pid(root),
+        "ours": pid is not None and (not info or _serves(url, pid)),
+        "pid": pid,
         "version": (info.get("version") or {}).get("number"),
         "health": health.get("status"),
         "plugins": sorted(installed_plugins(url)) if info else [],
@@ -419,35 +584,54 @@ def start(plugins: str | None = None, settings: NodeSettings | None = None) -> d
     in `start_timeout_s` (the end of its log is in the message).
     """
     settings = settings or NodeSettings()
+    rel = release(settings.version)
     sets = plugin_sets(plugins if plugins is not None else settings.plugins)
-    wanted = {name for s in sets for _, name in PLUGINS[s]}
+    wanted = {name for s in sets for _, name in rel.plugins[s]}
     url = _url(settings)
     root = node_root()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two concurrent `start`s: the second waits, then sees it running
         running = _get(url)
+        restart = False
         if running:
             have = installed_plugins(url)
-            if wanted <= have:
+            running_version = (running.get("version") or {}).get("number") if isinstance(running, dict) else None
+            if wanted <= have and running_version == rel.version:
                 _wait_ready(url, wanted, settings.start_timeout_s, None)
                 return status(settings)
-            if _our_pid(root) is None:
+            ours = _our_pid(root)
+            if ours is None or not _serves(url, ours):  # (our pid file may name a node on another port)
+                if running_version != rel.version:
+                    raise NodeError(
+                        f"an OpenSearch {running_version} at {url} is running and was not started by fashion-rerank, "
+                        f"but OpenSearch {rel.version} was asked for (FR_NODE_VERSION / --version); stop it or point "
+                        "FR_NODE_PORT elsewhere"
+                    )
                 raise NodeError(
                     f"an OpenSearch at {url} is running without plugins {sorted(wanted - have)} and was not "
                     "started by fashion-rerank; stop it or point FR_NODE_PORT elsewhere"
                 )
-            stop(settings)  # ours, with fewer plugins: restart with the larger set
+            restart = True  # ours, with fewer plugins or another version: restart as asked, once installed
         elif _port_open(settings.host, settings.port):
             raise NodeError(
                 f"port {settings.port} on {settings.host} is in use by something that is not OpenSearch; "
                 "free it or set FR_NODE_PORT"
             )
-        paths = install(sets, settings)
+        elif _our_pid(root) is not None:
+            raise NodeError(
+                f"a node started by fashion-rerank from {root} (pid {_our_pid(root)}) is running but does not answer at "
+                f"{url}: it serves another port or hangs. Stop it (`fashion-rerank opensearch stop`), or give this node its "
+                "own FR_NODE_DIR"
+            )
+        paths = install(sets, settings)  # a failed download leaves a running node running
+        if restart:
+            stop(settings)
         _write_config(paths, settings)
+        java_home = _java_home(settings, rel.version)
         env = dict(
             os.environ,
-            OPENSEARCH_JAVA_HOME=_java_home(settings),
+            OPENSEARCH_JAVA_HOME=java_home,
             OPENSEARCH_JAVA_OPTS=f"-Xms{settings.heap} -Xmx{settings.heap}",
         )
         env.pop("JAVA_TOOL_OPTIONS", None)
@@ -455,7 +639,8 @@ def start(plugins: str | None = None, settings: NodeSettings | None = None) -> d
         if ids:
             _chown_tree(paths.home.parent, ids)
             env["HOME"] = str(paths.home)
-        print(f"starting OpenSearch {OPENSEARCH_VERSION} ({'+'.join(sets)}) on {url} ...", flush=True)
+        java_note = "" if rel.major == 2 else f" with Java {java_major(java_home)} ({java_home})"
+        print(f"starting OpenSearch {rel.version} ({'+'.join(sets)}) on {url}{java_note} ...", flush=True)
         with open(paths.stdout, "ab") as out:
             proc = subprocess.Popen(
                 [str(paths.home / "bin" / "opensearch")],
@@ -482,7 +667,12 @@ def _wait_ready(url: str, wanted: set[str], timeout_s: float, started: tuple | N
                 f"OpenSearch exited with code {started[0].returncode} while starting; end of its log:\n{_log_tail(started[1])}"
             )
         health = _get(f"{url}/_cluster/health?wait_for_status=yellow&timeout=2s", timeout=5)
-        if health and health.get("status") in ("yellow", "green") and wanted <= installed_plugins(url):
+        if (
+            health
+            and health.get("status") in ("yellow", "green")
+            and wanted <= installed_plugins(url)
+            and (started is None or _serves(url, started[0].pid))
+        ):
             return
         time.sleep(1.0)
     tail = _log_tail(started[1]) if started else ""

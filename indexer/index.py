@@ -67,6 +67,9 @@ def build_index_body(dimension: int, settings: IndexSettings | None = None, refr
         "number_of_shards": s.shards,
         "number_of_replicas": s.replicas,
         "analysis": {"normalizer": {"lowercase": {"type": "custom", "filter": ["lowercase"]}}},
+        # vectors stay in _source (the 2.x default); k-NN 3.x's default "derived source" rebuilds them on read, and a
+        # GET racing a segment merge then fails with already_closed_exception (seen on 3.5.0, k-NN issue 3458)
+        "knn.derived_source.enabled": False,
     }
     if s.engine == "faiss":
         index_settings["knn.algo_param.ef_search"] = s.ef_search

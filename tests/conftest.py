@@ -13,24 +13,54 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def opensearch_url() -> str:
-    """URL of a running OpenSearch with k-NN, ml-commons and neural-search.
+    """URL of a running OpenSearch with k-NN, ml-commons and neural-search, of the configured version.
 
-    Uses OPENSEARCH_URL when it answers; otherwise starts the local node (fashion_rerank.local_node)
-    and stops it at the end of the session if this session started it.
+    Uses OPENSEARCH_URL when the local node (FR_NODE_HOST / FR_NODE_PORT) answers with those plugins and
+    the version FR_NODE_VERSION asks for (default local_node.OPENSEARCH_VERSION); otherwise starts the
+    local node of that version on that port (fashion_rerank.local_node) and stops it at the end of the
+    session if this session started it. On a version other than the default whose ml-commons /
+    neural-search zips the Maven registry does not serve (3.5.0 here), the node gets k-NN only and the
+    tests that need ml-commons skip (fixture `opensearch_ml`).
     """
     from fashion_rerank import local_node
+    from fashion_rerank.settings import NodeSettings
 
+    settings = NodeSettings()
+    version = local_node.release(settings.version).version
+    node_url = f"http://{settings.host}:{settings.port}"
     url = os.environ.get("OPENSEARCH_URL", "http://localhost:9200")
     st = local_node.status()
     started = False
-    if not st["running"] or not {"opensearch-knn", "opensearch-ml"} <= set(st["plugins"]):
-        local_node.start(plugins="knn,ml")
+    if not st["running"] or st["version"] != version or not {"opensearch-knn", "opensearch-ml"} <= set(st["plugins"]):
+        try:
+            local_node.start(plugins="knn,ml")
+        except local_node.FetchError as exc:
+            if version == local_node.OPENSEARCH_VERSION:
+                raise
+            print(f"\nOpenSearch {version}: the ml plugin set is not available, starting with k-NN only ({exc})")
+            local_node.start(plugins="knn")
         started = not st["running"]
-        url = "http://127.0.0.1:9200"
+        url = node_url
     os.environ["OPENSEARCH_URL"] = url
     yield url
     if started and not os.environ.get("KEEP_OPENSEARCH"):
         local_node.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch_ml(opensearch_url) -> str:
+    """`opensearch_url` when its node has ml-commons and neural-search; skips the test otherwise.
+
+    On the default version they must be there (the fixture fails instead of skipping).
+    """
+    from fashion_rerank import local_node
+
+    st = local_node.status()
+    if not {"opensearch-ml", "opensearch-neural-search"} <= set(st["plugins"]):
+        if st["version"] == local_node.OPENSEARCH_VERSION:
+            pytest.fail(f"OpenSearch {st['version']} at {opensearch_url} lacks ml-commons / neural-search: {st['plugins']}")
+        pytest.skip(f"OpenSearch {st['version']}: ml-commons / neural-search not installed (not served for this version)")
+    return opensearch_url
 
 
 @pytest.fixture(scope="session")

@@ -412,7 +412,7 @@ def full_sidecar(registry, encoder):
 
 
 @pytest.fixture(scope="module")
-def installed(os_client, products, full_sidecar):
+def installed(opensearch_ml, os_client, products, full_sidecar):
     """Install a uniquely named pipeline; yields (options, report, snapshot before, snapshot after)."""
     name = f"t-rerank-{uuid.uuid4().hex[:8]}"
     before = _snapshot(os_client, products)

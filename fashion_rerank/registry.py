@@ -118,3 +118,43 @@ class ModelRegistry:
                 self._log(action="rollback", version=prev, previous=cur, reason="rollback")
                 return prev
         raise RegistryError(f"no earlier promoted version of {self.name} to roll back to")
+
+
+class SingleModel:
+    """A registry of one fixed model: a Hugging Face cross-encoder folder or hub id the sidecar is pointed at
+    (`fashion-rerank serve --model ...`, `FR_SERVE_MODEL`) instead of a registry. Same reading interface as
+    ModelRegistry (`current`, `path`, `versions`, `name`, `dir`); nothing is ever promoted, so no hot swap.
+
+    A hub id (e.g. `cross-encoder/ms-marco-MiniLM-L6-v2`) is resolved with `huggingface_hub.snapshot_download`
+    (from the local Hugging Face cache when HF_HUB_OFFLINE=1); a folder is used as it is.
+
+    Raises (from `path`):
+        RegistryError: the folder does not exist and the id cannot be resolved.
+    """
+
+    def __init__(self, model: str):
+        self.model = str(model)
+        self.name = Path(self.model).name or self.model
+        self.dir = Path(self.model) if Path(self.model).is_dir() else Path(self.model.replace("/", "--"))
+        self._path: Path | None = None
+
+    def versions(self) -> list[str]:
+        return [self.model]
+
+    def current(self) -> str:
+        return self.model
+
+    def path(self, version: str) -> Path:
+        if version != self.model:
+            raise RegistryError(f"{version!r} is not the model this sidecar serves ({self.model})")
+        if self._path is None:
+            folder = Path(self.model)
+            if not folder.is_dir():
+                try:
+                    from huggingface_hub import snapshot_download
+
+                    folder = Path(snapshot_download(self.model))
+                except Exception as exc:  # noqa: BLE001 - offline, unknown id, no huggingface_hub
+                    raise RegistryError(f"cannot find model {self.model!r} as a folder or on the Hugging Face Hub: {exc}") from exc
+            self._path = folder
+        return self._path

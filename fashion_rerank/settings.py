@@ -382,6 +382,9 @@ class LabelSettings(BaseSettings):
         "On an oversubscribed machine 1 thread can be several times faster than 2 (OpenMP barriers under contention)",
     )
     min_train_pairs: int = Field(200, ge=1, description="refuse to train on fewer labeled train pairs")
+    export_onnx: bool = Field(
+        True, description="write ONNX files (fp32 + quantized, gated on held-out judgments) into every trained version"
+    )
     train_bf16: Literal["auto", "on", "off"] = Field(
         "auto",
         description="CPU training under bfloat16 autocast (weights stay fp32); auto: when the CPU has native bf16 "

@@ -1,4 +1,5 @@
-"""The gRPC front: `fashion_rerank.v1.Reranker`, TEI's `tei.v1.Rerank`, health checking and reflection on one port.
+"""The gRPC front: `fashion_rerank.v1.Reranker`, TEI's `tei.v1.Rerank` and `tei.v1.Info`, health checking and
+reflection on one port.
 
 Status codes: `reranker.status` (one table for both fronts).
 
@@ -19,14 +20,17 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fashion_rerank import __version__
 from fashion_rerank.product import ATTRIBUTE_FIELDS, Product, rerank_text
 from fashion_rerank.settings import ServeSettings
 from fashion_rerank.v1 import reranker_pb2, reranker_pb2_grpc, tei_pb2, tei_pb2_grpc
 from reranker.core import ScoreResult, ScoringCore
+from reranker.core.request import check_fits, validate_request
 from reranker.errors import (
     BackendError,
     DeadlineExceededError,
     InvalidInputError,
+    NoModelError,
     RerankError,
     TooLargeError,
 )
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RERANKER_SERVICE = reranker_pb2.DESCRIPTOR.services_by_name["Reranker"].full_name
 TEI_SERVICE = tei_pb2.DESCRIPTOR.services_by_name["Rerank"].full_name
+TEI_INFO_SERVICE = tei_pb2.DESCRIPTOR.services_by_name["Info"].full_name
 #: `Product` message fields, in proto order.
 PRODUCT_FIELDS = tuple(f.name for f in reranker_pb2.Product.DESCRIPTOR.fields)
 #: Deadlines further away than this are treated as "no deadline" (gRPC reports an infinite one as huge).
@@ -125,6 +130,13 @@ def _timings_ms(t: dict[str, float]) -> reranker_pb2.Timings:
     )
 
 
+def model_dtype(backend) -> str:
+    """TEI's `model_dtype` for a backend: "float32", "float16" or "int8" (an ONNX backend's `variant`; the
+    torch backend loads float32)."""
+    variant = str(getattr(backend, "variant", "") or "fp32")
+    return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(variant, variant)
+
+
 def product_message(source: dict, id: str = "", product: Product | None = None) -> reranker_pb2.Product:
     """`product` (or, without it, an index `_source` read with our field names) -> `Product` message."""
     p = product if product is not None else Product.from_fields(source, id=id)
@@ -212,9 +224,15 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
     """Hugging Face TEI's `tei.v1.Rerank` on the sidecar's core.
 
     As TEI: ranks sorted by score, best first; `raw_scores` returns the logit instead of its sigmoid;
-    `return_text` echoes the text; `truncation_direction=LEFT` cuts over-long texts at their start.
-    Unlike TEI's gRPC server, over-long texts are always truncated (document side only), whatever
-    `truncate` says, and an empty `texts` list returns an empty response.
+    `return_text` echoes the text. `truncate` as TEI's: false (the proto default) refuses a request in
+    which a (query, text) pair is longer than the model's `max_length` tokens (INVALID_ARGUMENT, see
+    `check_fits`); true cuts over-long texts to fit, at their end or, with `truncation_direction=LEFT`,
+    at their start. In RerankStream `truncate` and `truncation_direction` count per message, `raw_scores`
+    and `return_text` from the first one (as TEI).
+
+    Unlike TEI: only the text is ever cut, never the query (TEI cuts the longer side of the pair first), so
+    a query too long to leave room for a text is refused even with `truncate=true`; an empty `texts` list
+    returns an empty response.
     """
 
     def __init__(self, core: ScoringCore, settings: ServeSettings, metrics=None):
@@ -255,6 +273,9 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
         if len(texts) > self.settings.max_documents:
             raise TooLargeError(f"{len(texts)} texts in one request; the limit is {self.settings.max_documents}")
         left = request.truncation_direction == tei_pb2.TRUNCATION_DIRECTION_LEFT
+        if not request.truncate:
+            validate_request(request.query, texts, self.settings)
+            check_fits(self.core, request.query, texts)
         deadline = _deadline(context)
         res = _wait(self.core.submit(request.query, texts, deadline, front="grpc", truncate_left=left), context, deadline)
         if self.metrics:
@@ -268,22 +289,27 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
     def RerankStream(self, request_iterator: Iterable[tei_pb2.RerankStreamRequest], context) -> tei_pb2.RerankResponse:
         pairs: list[tuple[str, str]] = []
         first = None
+        #: (query, cut at the start, truncate) -> indices of the stream's messages with those values
+        groups: dict[tuple[str, bool, bool], list[int]] = {}
         for msg in request_iterator:
             if first is None:
                 first = msg
+            left = msg.truncation_direction == tei_pb2.TRUNCATION_DIRECTION_LEFT
+            groups.setdefault((msg.query, left, msg.truncate), []).append(len(pairs))
             pairs.append((msg.query, msg.text))
             if len(pairs) > self.settings.max_documents:
                 raise TooLargeError(f"more than {self.settings.max_documents} texts in one stream")
         if first is None:
             return tei_pb2.RerankResponse(metadata=tei_pb2.Metadata())
-        left = first.truncation_direction == tei_pb2.TRUNCATION_DIRECTION_LEFT
+        for (q, _, truncate), idx in groups.items():
+            if not truncate:
+                texts = [pairs[i][1] for i in idx]
+                validate_request(q, texts, self.settings)
+                check_fits(self.core, q, texts, positions=idx, what="message")
         deadline = _deadline(context)
-        groups: dict[str, list[int]] = {}
-        for i, (q, _) in enumerate(pairs):
-            groups.setdefault(q, []).append(i)
         submitted = [
             (idx, self.core.submit(q, [pairs[i][1] for i in idx], deadline, front="grpc", truncate_left=left))
-            for q, idx in groups.items()
+            for (q, left, _), idx in groups.items()
         ]
         results: list[tuple[float, float]] = [(0.0, 0.0)] * len(pairs)
         tokens = 0
@@ -300,8 +326,48 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
         return self._response(pairs, results, tokens, timings, first.raw_scores, first.return_text)
 
 
+class TeiInfoServicer(tei_pb2_grpc.InfoServicer):
+    """Hugging Face TEI's `tei.v1.Info`: what this server serves, for TEI clients that ask before they rerank.
+
+    Fields (TEI's names and numbers): `version` the fashion-rerank package version; `model_id` the registry's
+    model name; `model_sha` the serving version (the string every score reports); `model_dtype` see
+    `model_dtype`; `model_type` RERANKER; `max_input_length` the serving model's `max_length` (tokens per
+    (query, text) pair, special tokens included); `max_batch_tokens` the padded tokens of one forward pass
+    (`ServeSettings.max_batch_tokens`); `max_batch_requests` the pairs in one batch across requests
+    (`max_batch_pairs`: TEI queues each pair of a rerank call as one request); `max_client_batch_size` the
+    texts in one call (`max_documents`); `max_concurrent_requests` the RPCs in progress before
+    RESOURCE_EXHAUSTED (`max_concurrent_rpcs`); `tokenization_workers` 1 (the core's worker tokenizes each
+    batch). `sha` and `docker_label` are not set.
+
+    Raises NoModelError (FAILED_PRECONDITION) while no model is loaded, as Rerank would.
+    """
+
+    def __init__(self, core: ScoringCore, settings: ServeSettings, metrics=None):
+        self.core, self.settings, self.metrics = core, settings, metrics
+
+    @_rpc("tei.Info")
+    def Info(self, request: tei_pb2.InfoRequest, context) -> tei_pb2.InfoResponse:
+        backend = self.core.models.backend
+        if backend is None:
+            raise NoModelError(f"no cross-encoder is promoted in {self.core.registry.dir} yet")
+        s = self.settings
+        return tei_pb2.InfoResponse(
+            version=__version__,
+            model_id=self.core.registry.name,
+            model_sha=backend.version,
+            model_dtype=model_dtype(backend),
+            model_type=tei_pb2.MODEL_TYPE_RERANKER,
+            max_concurrent_requests=s.max_concurrent_rpcs,
+            max_input_length=backend.max_length,
+            max_batch_tokens=s.max_batch_tokens,
+            max_batch_requests=s.max_batch_pairs,
+            max_client_batch_size=s.max_documents,
+            tokenization_workers=1,
+        )
+
+
 class GrpcServer:
-    """The sidecar's gRPC server: Reranker, tei.v1.Rerank, grpc.health.v1.Health and reflection.
+    """The sidecar's gRPC server: Reranker, tei.v1.Rerank, tei.v1.Info, grpc.health.v1.Health and reflection.
 
     Args:
         settings: host, port (0 = free port), workers, message size limit.
@@ -310,7 +376,7 @@ class GrpcServer:
         search: optional `reranker.search.SearchService` (Search answers INTERNAL without it).
     """
 
-    SERVICES = (RERANKER_SERVICE, TEI_SERVICE)
+    SERVICES = (RERANKER_SERVICE, TEI_SERVICE, TEI_INFO_SERVICE)
 
     def __init__(self, settings: ServeSettings, core: ScoringCore, metrics=None, search=None):
         self.settings = settings
@@ -329,6 +395,7 @@ class GrpcServer:
         tei = TeiRerankServicer(core, settings, metrics)
         reranker_pb2_grpc.add_RerankerServicer_to_server(reranker, self.server)
         tei_pb2_grpc.add_RerankServicer_to_server(tei, self.server)
+        tei_pb2_grpc.add_InfoServicer_to_server(TeiInfoServicer(core, settings, metrics), self.server)
         self.health = health.HealthServicer(
             experimental_non_blocking=True, experimental_thread_pool=_futures.ThreadPoolExecutor(max_workers=2)
         )

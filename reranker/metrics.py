@@ -4,7 +4,7 @@ Every label comes from a bounded set, never from request content (no query text,
 
 | metric (prefix `fashion_rerank_`) | type | labels |
 |---|---|---|
-| `requests_total` | counter | method (Rerank, Search, tei.Rerank, tei.RerankStream, or the HTTP front's route names), front (grpc, http), code (gRPC code name or HTTP status) |
+| `requests_total` | counter | method (Rerank, Search, tei.Rerank, tei.RerankStream, tei.Info, or the HTTP front's route names), front (grpc, http), code (gRPC code name or HTTP status) |
 | `request_duration_seconds` | histogram | method, front |
 | `stage_duration_seconds` | histogram | stage (queue, tokenization, inference, embedding, knn) |
 | `batch_pairs` | histogram | - (pairs per batch the core formed) |

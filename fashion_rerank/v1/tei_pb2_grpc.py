@@ -25,6 +25,81 @@ if _version_not_supported:
     )
 
 
+class InfoStub:
+    """What the server serves: TEI clients call it first (model type, input and batch limits).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Info = channel.unary_unary(
+                '/tei.v1.Info/Info',
+                request_serializer=fashion__rerank_dot_v1_dot_tei__pb2.InfoRequest.SerializeToString,
+                response_deserializer=fashion__rerank_dot_v1_dot_tei__pb2.InfoResponse.FromString,
+                _registered_method=True)
+
+
+class InfoServicer:
+    """What the server serves: TEI clients call it first (model type, input and batch limits).
+    """
+
+    def Info(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_InfoServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Info': grpc.unary_unary_rpc_method_handler(
+                    servicer.Info,
+                    request_deserializer=fashion__rerank_dot_v1_dot_tei__pb2.InfoRequest.FromString,
+                    response_serializer=fashion__rerank_dot_v1_dot_tei__pb2.InfoResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tei.v1.Info', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tei.v1.Info', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Info:
+    """What the server serves: TEI clients call it first (model type, input and batch limits).
+    """
+
+    @staticmethod
+    def Info(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tei.v1.Info/Info',
+            fashion__rerank_dot_v1_dot_tei__pb2.InfoRequest.SerializeToString,
+            fashion__rerank_dot_v1_dot_tei__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class RerankStub:
     """Missing associated documentation comment in .proto file."""
 

@@ -16,7 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 
 #: backend name -> "module:function" returning a Backend; the function is `load(path, **kwargs)`.
-BACKENDS: dict[str, str] = {"torch": "reranker.backends.torch_backend:load"}
+BACKENDS: dict[str, str] = {
+    "torch": "reranker.backends.torch_backend:load",
+    "onnx": "reranker.backends.onnx_backend:load",
+}
 
 
 @dataclass
@@ -39,13 +42,26 @@ class Backend(ABC):
     """A loaded cross-encoder.
 
     Attributes:
-        version: registry version (or path) of the loaded model.
+        version: what the loaded model reports with every score: the registry version (or path); a backend
+            that serves a derived form adds a suffix (the ONNX backend: "<version>+onnx-int8").
+        registry_version: the registry version alone (compare this with the registry's `current` pointer).
         max_length: tokens per (query, document) pair the model reads; the document side is truncated
             to fit, never the query.
     """
 
     version: str
     max_length: int
+
+    @property
+    def registry_version(self) -> str:
+        """The registry version this backend loaded (default: `version`; backends with a suffix override it)."""
+        value = self.__dict__.get("registry_version")
+        return value if value is not None else self.version
+
+    @registry_version.setter
+    def registry_version(self, value: str) -> None:
+        self.__dict__["registry_version"] = value
+
     #: tokens always left for the document: a query longer than max_length - 3 - this is refused.
     min_document_tokens: int = 8
 
@@ -56,6 +72,20 @@ class Backend(ABC):
     def max_query_tokens(self) -> int:
         """Longest query (in tokens) accepted: the pair must still fit `min_document_tokens` of document."""
         return self.max_length - 3 - self.min_document_tokens
+
+    def pair_tokens(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """Tokens of each whole (query, documents[i]) pair, not truncated, special tokens included.
+
+        Returns a (len(documents),) int64 array; a value above `max_length` means `encode` would cut that
+        document (TEI's `truncate=false` refuses such a pair). Thread-safe: the gRPC and HTTP fronts call it
+        from their handler threads while the worker runs `encode`.
+
+        This default assumes a BERT-style pair, `[CLS] query [SEP] document [SEP]` (3 special tokens, as
+        `max_query_tokens`), and counts each text with `query_tokens`; backends override it with one exact,
+        batched tokenizer call.
+        """
+        q = self.query_tokens(query)
+        return np.fromiter((3 + q + self.query_tokens(d) for d in documents), dtype=np.int64, count=len(documents))
 
     @abstractmethod
     def encode(self, queries: Sequence[str], documents: Sequence[str], truncate_left: Sequence[bool] | None = None) -> Encoded:

@@ -62,9 +62,15 @@ class ModelHolder:
 
     @property
     def version(self) -> str | None:
-        """Version of the serving model, or None."""
+        """Version the serving model reports with its scores (e.g. "<registry version>+onnx-int8"), or None."""
         b = self._backend
         return b.version if b is not None else None
+
+    @property
+    def registry_version(self) -> str | None:
+        """The registry version the serving model was loaded from, or None."""
+        b = self._backend
+        return b.registry_version if b is not None else None
 
     def check(self) -> str | None:
         """Load the registry's `current` version if it differs from the serving one; returns the serving version."""
@@ -74,9 +80,9 @@ class ModelHolder:
             except OSError as exc:
                 log.warning("cannot read the registry pointer in %s: %s", self.registry.dir, exc)
                 return self.version
-            serving = self.version
+            serving = self.registry_version
             if version is None or version == serving or version == self._failed_version:
-                return serving
+                return self.version
             t0 = time.monotonic()
             try:
                 backend = self._load(version, self.registry.path(version))
@@ -85,7 +91,7 @@ class ModelHolder:
                 log.error("cannot load model %s version %s (still serving %s): %s", self.registry.name, version, serving, exc)
                 if self.metrics:
                     self.metrics.model_loads.labels("error").inc()
-                return serving
+                return self.version
             self._failed_version = None
             self.install(backend)
             if self.metrics:
@@ -98,7 +104,7 @@ class ModelHolder:
                 time.monotonic() - t0,
                 backend.max_length,
             )
-            return version
+            return backend.version
 
     def install(self, backend: Backend) -> None:
         """Make `backend` the serving model now; the old one is released once no batch uses it."""

@@ -97,3 +97,34 @@ def fail(fut: Future, exc: BaseException) -> None:
             fut.set_exception(exc)
         except InvalidStateError:  # cancelled or finished meanwhile
             pass
+
+
+def check_fits(core, query: str, texts: Sequence[str], positions: Sequence[int] | None = None, what: str = "text") -> None:
+    """TEI's `truncate=false`: refuse the request when a (query, text) pair is longer than the model reads.
+
+    Counts each whole pair with the serving backend's `pair_tokens` (special tokens included, nothing cut)
+    and compares it with the model's `max_length`, as TEI compares the encoded pair with its
+    `max_input_length`. Does nothing when no model is loaded (`core.submit` then raises NoModelError) or
+    `texts` is empty. If a hot swap to a model with a shorter `max_length` lands between this check and
+    the scoring, that model cuts the document as with `truncate=true`.
+
+    Args:
+        positions: where each text sits in the caller's request, for the error message (default 0..n-1).
+        what: what the message calls a text ("text"; "message" for a stream).
+
+    Raises:
+        TooLargeError: naming the first over-long text and its token count (INVALID_ARGUMENT, HTTP 413, TEI
+            `validation`: `reranker.status`, the answer TEI gives).
+    """
+    backend = getattr(getattr(core, "models", None), "backend", None)
+    if backend is None or not texts:
+        return
+    lengths = backend.pair_tokens(query, texts)
+    over = np.flatnonzero(lengths > backend.max_length)
+    if over.size:
+        i = int(over[0])
+        where = positions[i] if positions is not None else i
+        raise TooLargeError(
+            f"{what} {where}: `inputs` must have at most {backend.max_length} tokens. Given: {int(lengths[i])} "
+            f"(query and text together; set truncate=true to cut the text to fit)"
+        )

@@ -16,8 +16,8 @@ Endpoints (JSON in, JSON out):
   (the sidecar serves one model; its name and version are in `meta`).
 - `POST /rerank`, the text-embeddings-inference shape: `{query, texts, truncate?, truncation_direction?,
   raw_scores?, return_text?}` -> bare array `[{index, score, text?}]` sorted by score; `raw_scores`
-  returns logits instead of sigmoid scores. Texts are always truncated to the model's max length
-  (TEI's `--auto-truncate`), so `truncate` is accepted and has no effect.
+  returns logits instead of sigmoid scores. As TEI: with `truncate` false (the default) a (query, text) pair
+  longer than the model reads is refused (413, `validation`); with `truncate` true the text is cut to fit.
 - `GET /health` 200 `{status: "ok", model, model_version}` or 503 `{status: "no model loaded"}` (no auth).
 - `GET /v1/models` the served model (name, version) in an OpenAI-style list.
 

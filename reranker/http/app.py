@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from fashion_rerank.settings import ModelSettings
+from reranker.core.request import check_fits
 from reranker.http.auth import BearerAuth
 from reranker.http.errors import ErrorBody, cohere_error, error_response, tei_error
 from reranker.http.models import (
@@ -175,6 +176,8 @@ def create_app(core: Any, settings: Any = None, metrics: Any = None) -> FastAPI:
             auth.check(request.headers)
             req = parse(TeiRerankRequest, await read_json(request, max_bytes))
             texts = req.text_list()
+            if not req.truncate:
+                check_fits(core, req.query, texts)
             scored = await score_texts(core, req.query, texts, deadline_for(request, default_s), truncate_left=req.truncate_left)
             values = scored.logits if req.raw_scores else scored.scores
             ranks = [TeiRank(index=i, score=values[i], text=texts[i] if req.return_text else None) for i in best_first(values)]

@@ -266,7 +266,9 @@ class TeiRerankRequest(_Request):
         False, description="Include each result's `text` (null: false)."
     )
     truncate: Annotated[bool, BeforeValidator(_flag(False))] = Field(
-        False, description="Accepted, no effect: texts are always truncated to the model's max length (TEI's --auto-truncate)."
+        False,
+        description="As TEI: false refuses a (query, text) pair longer than the model reads (413, validation); "
+        "true cuts the text to fit.",
     )
     truncation_direction: Annotated[Literal["Left", "Right", "left", "right"] | None, BeforeValidator(_direction)] = Field(
         None, description='Which end of an over-long text is cut: "Right" (default) keeps its start, "Left" its end.'

@@ -248,7 +248,14 @@ def server(trained_registry, product_index, opensearch_url):
 
     sc = Sidecar(
         ServeSettings(
-            grpc_port=0, metrics_port=0, http_port=0, threads=1, querylog_path=None, querylog_index=None, rerank_budget_ms=60_000
+            grpc_port=0,
+            metrics_port=0,
+            http_port=0,
+            threads=1,
+            querylog_path=None,
+            querylog_index=None,
+            rerank_budget_ms=60_000,
+            score_cache_entries=0,  # these tests compare the work each front reports (tokens)
         ),
         trained_registry,
         OpenSearchSettings(url=opensearch_url, index_alias=product_index),
@@ -466,7 +473,10 @@ def test_tei_protocol_gives_the_native_scores(server, client):
         assert r.score == pytest.approx(by_index[r.index].score, abs=1e-6)
     left = client.tei.Rerank(
         tei_pb2.RerankRequest(
-            query="red dress", texts=[" ".join(["dress"] * 200) + " red"], truncation_direction=tei_pb2.TRUNCATION_DIRECTION_LEFT
+            query="red dress",
+            texts=[" ".join(["dress"] * 200) + " red"],
+            truncate=True,  # without it an over-long text is refused, as TEI does
+            truncation_direction=tei_pb2.TRUNCATION_DIRECTION_LEFT,
         ),
         timeout=60,
     )

@@ -183,7 +183,8 @@ def test_tei_truncation_direction_picks_the_end_kept(make_front):
     right, left = " ".join(words[:room]), " ".join(words[-room:])
     kept = {"Right": right, "right": right, "Left": left, "left": left, None: right}
     for direction, expected in kept.items():
-        r = front.client.post("/rerank", json={"query": QUERY, "texts": [" ".join(words)], "truncation_direction": direction})
+        body = {"query": QUERY, "texts": [" ".join(words)], "truncation_direction": direction, "truncate": True}
+        r = front.client.post("/rerank", json=body)
         assert r.status_code == 200, r.text
         assert r.json()[0]["score"] == served(QUERY, [expected])[0], direction
     assert served(QUERY, [right]) != served(QUERY, [left])
@@ -630,3 +631,13 @@ def test_tls_needs_both_files(make_front, tmp_path):
     settings = front.settings.model_copy(update={"http_port": 0, "http_tls_cert": tmp_path / "cert.pem"})
     with pytest.raises(RuntimeError, match="TLS needs both"):
         start_http_front(front.core, None, settings)
+
+
+def test_tei_truncate_false_refuses_an_over_long_text_as_tei_does(make_front):
+    client = make_front().client
+    long_text = " ".join(["dress"] * 300)
+    r = client.post("/rerank", json={"query": QUERY, "texts": ["short", long_text]})
+    assert r.status_code == 413 and r.json()["error_type"] == "validation"
+    assert "text 1" in r.json()["error"] and "truncate=true" in r.json()["error"]
+    ok = client.post("/rerank", json={"query": QUERY, "texts": ["short", long_text], "truncate": True})
+    assert ok.status_code == 200 and len(ok.json()) == 2

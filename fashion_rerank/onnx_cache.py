@@ -100,3 +100,62 @@ def ensure_onnx(folder: str | Path, cache: str | Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def ensure_bi_encoder_onnx(model: str, onnx_dir: str | Path | None = None, cache: str | Path | None = None) -> Path:
+    """A folder with the ONNX export of the sentence-transformers bi-encoder `model` (what `OnnxBiEncoder` loads).
+
+    `onnx_dir` (FR_MODEL_BI_ENCODER_ONNX) is used as it is when given. Otherwise `model` (an id, a folder or
+    `packaged:all-MiniLM-L6-v2`) is exported once into `<cache>/onnx-models/bi-<name>-<key>/` and reused.
+
+    Raises:
+        FileNotFoundError: `onnx_dir` lacks model.onnx, or `model` cannot be found.
+        ExportUnavailableError: an export is needed and torch is not installed (serve-only install: export on a
+            machine with `[train]` and set FR_MODEL_BI_ENCODER_ONNX).
+    """
+    if onnx_dir:
+        d = Path(onnx_dir)
+        if not (d / "model.onnx").exists():
+            raise FileNotFoundError(f"FR_MODEL_BI_ENCODER_ONNX={d} holds no model.onnx")
+        return d
+    from fashion_rerank.settings import resolve_model_path
+
+    try:
+        folder = Path(resolve_model_path(model))
+    except FileNotFoundError as exc:
+        raise ExportUnavailableError(
+            f"bi-encoder {model!r} is not installed here ({exc}); set FR_MODEL_BI_ENCODER_ONNX to an exported folder"
+        ) from exc
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(model))
+        except Exception as exc:  # noqa: BLE001
+            raise FileNotFoundError(f"cannot find bi-encoder {model!r} as a folder or on the Hugging Face Hub: {exc}") from exc
+    root = Path(cache) if cache else cache_root() / "onnx-models"
+    target = root / f"bi-{folder.name}-{cache_key(folder)}"
+    if (target / "model.onnx").exists():
+        return target
+    try:
+        import torch  # noqa: F401 - only to fail early with a clear message
+    except ImportError as exc:
+        raise ExportUnavailableError(
+            f"the bi-encoder {model!r} has no ONNX export yet and exporting it needs torch: install fashion-rerank[train], "
+            "or set FR_MODEL_BI_ENCODER_ONNX to a folder exported elsewhere"
+        ) from exc
+    from fashion_rerank.onnx_export import export_bi_encoder
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=root))
+    try:
+        log.info("exporting bi-encoder %s to ONNX into %s (once; later loads reuse it)", folder, target)
+        export_bi_encoder(folder, tmp)
+        if target.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -70,6 +70,12 @@ class ModelSettings(BaseSettings):
     model_config = _config("FR_MODEL_")
 
     bi_encoder: str = "packaged:all-MiniLM-L6-v2"
+    bi_encoder_onnx: str = Field(
+        "", description="folder of the bi-encoder's ONNX export for query embedding; empty: exported once into the cache"
+    )
+    query_encoder: Literal["onnx", "torch"] = Field(
+        "onnx", description="how the sidecar embeds Search queries: onnx (onnxruntime, no torch) or torch (sentence-transformers)"
+    )
     cross_encoder_base: str = "packaged:all-MiniLM-L6-v2"
     registry_dir: Path = Path("models")
     name: str = "fashion-ce"
@@ -239,7 +245,13 @@ class ServeSettings(BaseSettings):
     )
 
     # -- scoring core
-    backend: str = Field("torch", description="model backend (reranker.backends): torch")
+    backend: str = Field("onnx", description="model backend (reranker.backends): onnx (no torch), torch, fake")
+    model: str = Field(
+        "", description="serve this cross-encoder folder or hub id instead of the registry (no hot swap); empty: the registry"
+    )
+    onnx_variant: str = Field(
+        "auto", description="ONNX backend: auto (the quality gate's choice, else fp32) or a variant name (fp32, int8)"
+    )
     queue_pairs: int = Field(4000, gt=0, description="(query, document) pairs waiting in the queue before RESOURCE_EXHAUSTED")
     max_batch_pairs: int = Field(256, gt=0, description="pairs per batch formed across concurrent requests")
     max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per forward pass (sub-batch)")

@@ -14,8 +14,8 @@ import threading
 import time
 
 from fashion_rerank.opensearch import make_client
-from fashion_rerank.registry import ModelRegistry
-from fashion_rerank.settings import OpenSearchSettings, ServeSettings
+from fashion_rerank.registry import ModelRegistry, SingleModel
+from fashion_rerank.settings import ModelSettings, OpenSearchSettings, ServeSettings
 from reranker.core import ScoringCore
 from reranker.grpc_front import GrpcServer
 from reranker.metrics import Metrics
@@ -23,6 +23,22 @@ from reranker.querylog import QueryLogger
 from reranker.search import SearchService
 
 log = logging.getLogger("reranker.serve")
+
+
+def load_query_encoder(models: ModelSettings):
+    """The bi-encoder Search embeds queries with: `models.query_encoder` "onnx" (default: onnxruntime + tokenizers,
+    no torch; `fashion_rerank.onnx_cache.ensure_bi_encoder_onnx`) or "torch" (sentence-transformers).
+
+    Raises what the loaders raise (FileNotFoundError, ExportUnavailableError with what to install or set).
+    """
+    if models.query_encoder == "torch":
+        from fashion_rerank.embedding import load_bi_encoder
+
+        return load_bi_encoder(models.bi_encoder, models.device)
+    from fashion_rerank.onnx_cache import ensure_bi_encoder_onnx
+    from fashion_rerank.onnx_embedding import OnnxBiEncoder
+
+    return OnnxBiEncoder(ensure_bi_encoder_onnx(models.bi_encoder, models.bi_encoder_onnx or None), device=models.device)
 
 
 class Sidecar:
@@ -46,7 +62,10 @@ class Sidecar:
         encoder=None,
     ):
         self.settings = settings or ServeSettings()
-        self.registry = registry or ModelRegistry(self.settings.models.registry_dir, self.settings.models.name)
+        if registry is None:
+            s = self.settings
+            registry = SingleModel(s.model) if s.model else ModelRegistry(s.models.registry_dir, s.models.name)
+        self.registry = registry
         self.opensearch = opensearch or OpenSearchSettings()
         self._encoder = encoder
         self.metrics = Metrics()
@@ -75,9 +94,7 @@ class Sidecar:
         self.querylog.start()
         encoder = self._encoder
         if encoder is None:
-            from fashion_rerank.embedding import load_bi_encoder
-
-            encoder = load_bi_encoder(s.models.bi_encoder, s.models.device)
+            encoder = load_query_encoder(s.models)
         self.search = SearchService(s, self.core, client, encoder, self.opensearch.index_alias, self.querylog, self.metrics)
         self.grpc = GrpcServer(s, self.core, self.metrics, self.search)
         self.grpc_port = self.grpc.start()
@@ -133,13 +150,14 @@ def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | 
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    import torch
+    if settings.backend == "torch" or settings.models.query_encoder == "torch":
+        import torch  # only this configuration imports torch; the default (onnx) never does
 
-    torch.set_num_threads(settings.threads)
-    try:
-        torch.set_num_interop_threads(settings.threads)
-    except RuntimeError:  # already set or used in this process
-        pass
+        torch.set_num_threads(settings.threads)
+        try:
+            torch.set_num_interop_threads(settings.threads)
+        except RuntimeError:  # already set or used in this process
+            pass
     sidecar = Sidecar(settings, registry)
     sidecar.start()
     version = sidecar.core.model_version
@@ -149,12 +167,13 @@ def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | 
     if sidecar.http_front is not None:
         log.info("HTTP front on %s:%d", settings.http_host, settings.http_port)
     log.info(
-        "model %s version %s from %s; torch threads %d (settings %d); OpenSearch %s, index %s",
+        "model %s version %s from %s; backend %s, %d worker(s) x %d threads; OpenSearch %s, index %s",
         sidecar.registry.name,
         version or "(none promoted: Search answers in kNN order)",
         sidecar.registry.dir,
-        torch.get_num_threads(),
-        settings.threads,
+        settings.backend,
+        settings.workers,
+        sidecar.core.threads_per_worker,
         sidecar.opensearch.url,
         sidecar.opensearch.index_alias,
     )

@@ -156,10 +156,18 @@ class ModelHolder:
 
 
 def registry_loader(
-    backend: str, threads: int | None, device: str = "cpu", max_length: int | None = None
+    backend: str, threads: int | None, device: str = "cpu", max_length: int | None = None, variant: str = "auto"
 ) -> Callable[[str, object], Backend]:
-    """`load(version, path)` for ModelHolder with backend `backend` ("torch", "onnx"), `threads` intra-op
-    threads, torch `device`, and an optional `max_length` override (tokens per pair)."""
+    """`load(version, path) -> Backend` for ModelHolder.
+
+    Args:
+        backend: "onnx" (a folder without ONNX files is exported once into the cache first,
+            `fashion_rerank.onnx_cache.ensure_onnx`), "torch" or "fake".
+        threads: intra-op threads per worker.
+        device: "cpu" or "cuda[:n]" (torch device; ONNX Runtime takes the CUDA provider on "cuda").
+        max_length: tokens per pair override (None: what the model folder says).
+        variant: ONNX variant: "auto" (the quality gate's choice, else fp32) or a name ("fp32", "int8").
+    """
 
     def load(version: str, path) -> Backend:
         kwargs = {"version": version, "threads": threads}
@@ -167,6 +175,11 @@ def registry_loader(
             kwargs["max_length"] = max_length
         if backend == "torch":
             kwargs["device"] = device
+        if backend == "onnx":
+            from fashion_rerank.onnx_cache import ensure_onnx
+
+            path = ensure_onnx(path)
+            kwargs.update(device=device, variant=variant)
         return load_backend(backend, path, **kwargs)
 
     return load

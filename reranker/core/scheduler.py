@@ -70,7 +70,7 @@ class ScoringCore:
         self.cache = ScoreCache(settings.score_cache_entries, settings.score_cache_bytes)
         self.models = ModelHolder(
             registry,
-            loader or registry_loader(settings.backend, self.threads_per_worker, device),
+            loader or registry_loader(settings.backend, self.threads_per_worker, device, variant=settings.onnx_variant),
             metrics,
             on_swap=self._on_swap,
         )

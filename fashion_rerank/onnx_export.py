@@ -6,13 +6,20 @@ functions that need them.
 
 Cross-encoder (`export_cross_encoder(model_dir)`) writes into `<model_dir>/onnx/`:
 
-- `model.onnx`: fp32, `torch.onnx.export` (TorchScript exporter, `dynamo=False`, opset 17, eager attention
-  so the pattern matcher sees it), dynamic axes batch and sequence, then
-  `onnxruntime.transformers.optimizer.optimize_model(model_type="bert", opt_level=0)` which fuses
-  1 EmbedLayerNormalization, one Attention per layer, 2 SkipLayerNormalization per layer and one BiasGelu
-  per layer (MiniLM-L6: 51 nodes instead of 521). Inputs `input_ids`, `attention_mask` and (for models
-  with segment ids) `token_type_ids`, each (batch, sequence) int64, right-padded; output `logits`
-  (batch, 1) float32.
+- `model.onnx` (variant "fp32"): `torch.onnx.export` (TorchScript exporter, `dynamo=False`, opset 17), dynamic
+  axes batch and sequence. Inputs `input_ids`, `attention_mask` and (for models with segment ids)
+  `token_type_ids`, each (batch, sequence) int64, right-padded; output `logits` (batch, 1) float32.
+  For BERT-family models (MiniLM included) the exported forward is `CompactBert`: the same arithmetic as
+  transformers' eager BertForSequenceClassification (max |logit difference| ~1e-7) written so ONNX
+  Runtime runs it fastest on CPU: the last layer computes attention queries, output projection, FFN and
+  LayerNorms for the [CLS] token only (the only token the pooler reads; -12 % work for 6 layers) and the
+  graph is left for ORT's own load-time fusions (SkipLayerNormalization, Gelu/BiasGelu, MatMul+Add,
+  FusedMatMul), which were faster than the `onnxruntime.transformers.optimizer` fused graph
+  (Attention/EmbedLayerNormalization/SkipLayerNormalization with bias/BiasGelu): per request of 100 Myntra
+  pairs at 1 thread, fp32 939 vs 1144 ms and dynamic int8 323 vs 477 ms of ORT kernel time
+  (bench/onnx_explore.py, report). That optimizer graph is still available as variants "fp32-fused"
+  and "int8-fused" (on a GPU its fused Attention is the usual choice). Other model types are exported
+  through transformers' own forward (eager attention) as "fp32".
 - one file per quantized variant (see `RECIPES`), e.g. `model_int8.onnx`.
 - `manifest.json`, the contract with the backend (format 1):
 
@@ -58,19 +65,31 @@ OPSET = 17
 MANIFEST = "manifest.json"
 FORMAT = 1
 
-#: How each named variant is made. "source": the graph it starts from ("fused": model.onnx; "plain": the
-#: un-fused export). Dynamic quantization (ORT `quantize_dynamic`) only has the QOperator form in ORT
-#: (MatMulInteger/DynamicQuantizeMatMul, QAttention on the fused graph); static quantization is QDQ or
-#: QOperator with activation ranges calibrated on (query, product text) pairs.
+#: How each named variant is made. "source": the graph it starts from: "compact" (`CompactBert`, or
+#: transformers' forward for non-BERT models), "hf" (transformers' eager forward), "fused" ("hf" after
+#: `onnxruntime.transformers.optimizer`). Dynamic quantization (ORT `quantize_dynamic`) only has the QOperator
+#: form (DynamicQuantizeMatMul/MatMulIntegerToFloat; QAttention on the fused graph); static quantization is
+#: QDQ or QOperator with activation ranges calibrated on (query, product text) pairs; activation x activation
+#: MatMuls (attention scores) are never quantized.
+_DYNAMIC = {"method": "dynamic", "format": "QOperator", "weight_type": "QInt8", "per_channel": True, "reduce_range": False}
+_STATIC = {
+    "method": "static",
+    "format": "QDQ",
+    "weight_type": "QInt8",
+    "activation_type": "QUInt8",
+    "per_channel": True,
+    "reduce_range": False,
+    "calibrate_method": "MinMax",
+    "op_types": ["MatMul"],
+}
 RECIPES: dict[str, dict] = {
-    "fp32": {"method": "none", "source": "fused"},
-    "int8": {"method": "dynamic", "source": "fused", "format": "QOperator", "weight_type": "QInt8",
-             "per_channel": True, "reduce_range": False},
-    "int8-plain": {"method": "dynamic", "source": "plain", "format": "QOperator", "weight_type": "QInt8",
-                   "per_channel": True, "reduce_range": False},
-    "int8-static": {"method": "static", "source": "fused", "format": "QDQ", "weight_type": "QInt8",
-                    "activation_type": "QUInt8", "per_channel": True, "reduce_range": False,
-                    "calibrate_method": "MinMax", "op_types": ["MatMul"]},
+    "fp32": {"method": "none", "source": "compact"},
+    "fp32-hf": {"method": "none", "source": "hf"},
+    "fp32-fused": {"method": "none", "source": "fused"},
+    "int8": {**_DYNAMIC, "source": "compact"},
+    "int8-hf": {**_DYNAMIC, "source": "hf"},
+    "int8-fused": {**_DYNAMIC, "source": "fused"},
+    "int8-static": {**_STATIC, "source": "compact"},
 }
 #: Variants written by default (measured on the project machine, see bench/onnx_explore.py and the report).
 DEFAULT_VARIANTS = ("fp32", "int8")
@@ -79,7 +98,7 @@ GATE_MIN_TOP10 = 0.8
 GATE_MIN_SPEARMAN = 0.95
 GATE_MAX_NDCG_LOSS = 0.005
 #: Preference order of `gate.serve` among allowed variants: fastest first (measured, see the report).
-SERVE_PREFERENCE = ("int8", "int8-plain", "int8-static", "fp32")
+SERVE_PREFERENCE = ("int8", "int8-static", "int8-hf", "int8-fused", "fp32", "fp32-hf", "fp32-fused")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -152,57 +171,191 @@ def _session(path: str | Path, threads: int = 2):
 
 
 # ------------------------------------------------------------------------------------- cross-encoder
-def _pair_tokenizer(model_dir: Path, max_length: int | None):
-    from reranker.backends.tokenization import PairTokenizer
-
-    try:
-        return PairTokenizer.from_dir(model_dir, max_length=max_length)
-    except FileNotFoundError:  # only a slow-tokenizer vocabulary: let transformers convert it
-        from transformers import AutoTokenizer
-
-        return PairTokenizer.from_dir(model_dir, max_length=max_length,
-                                      tokenizer=AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer)
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    return obj if isinstance(obj, dict) else {}
 
 
-def _feeds(tok, pairs: Sequence[tuple[str, str]], sub_batch: int = 32) -> list[dict[str, np.ndarray]]:
-    """Model inputs for `pairs`, length-sorted sub-batches of `sub_batch` (as served), input order lost."""
-    if not pairs:
-        return []
-    enc = tok.encode([q for q, _ in pairs], [d for _, d in pairs])
-    order = np.argsort(-enc.lengths, kind="stable")
-    return [tok.batch(enc, order[i: i + sub_batch]) for i in range(0, len(order), sub_batch)]
+def _token_types(model_dir: Path) -> bool:
+    """Whether the model takes token_type_ids (same rule as `reranker.backends.tokenization.uses_token_types`:
+    the kernel cannot import the application layer)."""
+    names = _read_json(model_dir / "tokenizer_config.json").get("model_input_names")
+    if isinstance(names, list) and names:
+        return "token_type_ids" in names
+    return int(_read_json(model_dir / "config.json").get("type_vocab_size", 0) or 0) > 1
 
 
-def _scores(session, tok, pairs: Sequence[tuple[str, str]], sub_batch: int = 32) -> np.ndarray:
+def _max_length(model_dir: Path, max_length: int | None = None, default: int = 128) -> int:
+    """Tokens per pair (same rule as `reranker.backends.tokenization.resolve_max_length`)."""
+    if max_length:
+        mx = int(max_length)
+    else:
+        saved = _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
+        mx = int(saved) if isinstance(saved, (int, float)) and 0 < saved < 100_000 else default
+    cfg = _read_json(model_dir / "config.json")
+    if cfg.get("max_position_embeddings"):
+        mx = min(
+            mx,
+            int(cfg["max_position_embeddings"]) - (2 if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0),
+        )
+    return mx
+
+
+class _PairEncoder:
+    """Export-time (query, document) pair tokenization: tokenizer.json, `only_second` truncation at
+    `max_length`, right padding; the serving equivalent is `reranker.backends.tokenization.PairTokenizer`."""
+
+    def __init__(self, model_dir: Path, max_length: int | None = None):
+        import tokenizers
+
+        f = model_dir / "tokenizer.json"
+        if f.exists():
+            tk = tokenizers.Tokenizer.from_file(str(f))
+        else:  # only a slow-tokenizer vocabulary: let transformers convert it (export time only)
+            from transformers import AutoTokenizer
+
+            tk = AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer
+        self.max_length = _max_length(model_dir, max_length)
+        tk.no_padding()
+        tk.enable_truncation(self.max_length, strategy="only_second", direction="right")
+        self._tk = tk
+        self.token_types = _token_types(model_dir)
+
+    def lengths_and_feeds(self, pairs: Sequence[tuple[str, str]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        encs = self._tk.encode_batch([tuple(p) for p in pairs])
+        lengths = np.asarray([len(e.ids) for e in encs], dtype=np.int64)
+        width = int(lengths.max()) if len(encs) else 0
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        types = np.zeros_like(ids)
+        for i, e in enumerate(encs):
+            ids[i, : len(e.ids)] = e.ids
+            types[i, : len(e.ids)] = e.type_ids
+        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.token_types:
+            feeds["token_type_ids"] = types
+        return lengths, feeds
+
+    def batches(self, pairs: Sequence[tuple[str, str]], sub_batch: int = 32):
+        """Yields (indices, feeds) of length-sorted sub-batches (longest first), each padded to its longest."""
+        if not pairs:
+            return
+        lengths, feeds = self.lengths_and_feeds(pairs)
+        order = np.argsort(-lengths, kind="stable")
+        for i in range(0, len(order), sub_batch):
+            idx = order[i : i + sub_batch]
+            w = int(lengths[idx].max())
+            yield idx, {k: v[idx, :w] for k, v in feeds.items()}
+
+
+def _feeds(tok: _PairEncoder, pairs: Sequence[tuple[str, str]], sub_batch: int = 32) -> list[dict[str, np.ndarray]]:
+    """Model inputs for `pairs` in length-sorted sub-batches of `sub_batch` (as served)."""
+    return [f for _, f in tok.batches(pairs, sub_batch)]
+
+
+def _scores(session, tok: _PairEncoder, pairs: Sequence[tuple[str, str]], sub_batch: int = 32) -> np.ndarray:
     """Logits (len(pairs),) float32 in input order from an ORT session."""
-    enc = tok.encode([q for q, _ in pairs], [d for _, d in pairs])
-    order = np.argsort(-enc.lengths, kind="stable")
     names = {i.name for i in session.get_inputs()}
     out = np.empty(len(pairs), dtype=np.float32)
-    for i in range(0, len(order), sub_batch):
-        idx = order[i: i + sub_batch]
-        feeds = {k: v for k, v in tok.batch(enc, idx).items() if k in names}
-        out[idx] = session.run(None, feeds)[0][:, 0]
+    for idx, feeds in tok.batches(pairs, sub_batch):
+        out[idx] = session.run(None, {k: v for k, v in feeds.items() if k in names})[0][:, 0]
     return out
 
 
-def export_plain_cross_encoder(model_dir: str | Path, path: str | Path, opset: int = OPSET) -> list[str]:
-    """`torch.onnx.export` of the transformers sequence-classification model (1 label) to `path`.
+def _compact_supported(model) -> bool:
+    cfg = model.config
+    return (
+        getattr(cfg, "model_type", "") == "bert"
+        and getattr(cfg, "position_embedding_type", "absolute") == "absolute"
+        and getattr(cfg, "hidden_act", "") == "gelu"
+        and hasattr(model, "bert")
+        and getattr(model.bert, "pooler", None) is not None
+        and hasattr(model, "classifier")
+    )
 
-    Returns the input names. Raises ValueError for a model with more than one label.
+
+def _compact_bert(model):
+    """`CompactBert(model)`: a torch module computing BertForSequenceClassification's logits (eval mode).
+
+    Same arithmetic as transformers' eager path: embeddings (word + token type + absolute position) and
+    LayerNorm; per layer Q/K/V projections, scores = Q K^T / sqrt(head_dim) + mask bias (0 or the float32
+    minimum, as transformers' eager mask), softmax, context, output projection + residual + LayerNorm,
+    exact-erf GELU FFN + residual + LayerNorm; in the last layer queries, output projection, FFN and
+    LayerNorms for position 0 ([CLS]) only; pooler (dense + tanh) on [CLS]; classifier. Dropout is off.
     """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    class CompactBert(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+            self.heads = int(m.config.num_attention_heads)
+            self.hidden = int(m.config.hidden_size)
+            self.head_dim = self.hidden // self.heads
+            self.scale = 1.0 / math.sqrt(self.head_dim)
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            bert, H = self.m.bert, self.hidden
+            e = bert.embeddings
+            B, L = input_ids.shape
+            pos = torch.arange(L, device=input_ids.device).unsqueeze(0)
+            h = e.word_embeddings(input_ids) + e.token_type_embeddings(token_type_ids) + e.position_embeddings(pos)
+            h = F.layer_norm(h, (H,), e.LayerNorm.weight, e.LayerNorm.bias, e.LayerNorm.eps)
+            bias = (1.0 - attention_mask.to(h.dtype))[:, None, None, :] * torch.finfo(h.dtype).min
+            layers = bert.encoder.layer
+            for i, layer in enumerate(layers):
+                s = layer.attention.self
+                res = h[:, :1] if i == len(layers) - 1 else h
+                q = s.query(res)
+                Lq = q.shape[1]
+                q = q.reshape(B, Lq, self.heads, self.head_dim).transpose(1, 2)
+                k = s.key(h).reshape(B, L, self.heads, self.head_dim).transpose(1, 2)
+                v = s.value(h).reshape(B, L, self.heads, self.head_dim).transpose(1, 2)
+                p = torch.softmax((q @ k.transpose(-1, -2)) * self.scale + bias, dim=-1)
+                ctx = (p @ v).transpose(1, 2).reshape(B, Lq, H)
+                a = layer.attention.output
+                h2 = F.layer_norm(a.dense(ctx) + res, (H,), a.LayerNorm.weight, a.LayerNorm.bias, a.LayerNorm.eps)
+                o = layer.output
+                ffn = o.dense(F.gelu(layer.intermediate.dense(h2)))
+                h = F.layer_norm(ffn + h2, (H,), o.LayerNorm.weight, o.LayerNorm.bias, o.LayerNorm.eps)
+            return self.m.classifier(torch.tanh(bert.pooler.dense(h[:, 0])))
+
+    return CompactBert(model).eval()
+
+
+def export_plain_cross_encoder(
+    model_dir: str | Path, path: str | Path, opset: int = OPSET, graph: str = "compact"
+) -> tuple[list[str], str]:
+    """`torch.onnx.export` of the sequence-classification model (1 label) to `path`.
+
+    Args:
+        graph: "compact" (`_compact_bert` for BERT-family models, else falls back to "hf") or "hf"
+            (transformers' forward with eager attention).
+    Returns:
+        (input names, graph actually exported).
+    Raises:
+        ValueError: a model with more than one label.
+    """
+    import warnings
+
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from reranker.backends.tokenization import uses_token_types
-
     model_dir = Path(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32,
-                                                               attn_implementation="eager").eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     if int(model.config.num_labels) != 1:
         raise ValueError(f"{model_dir} has {model.config.num_labels} output labels; a reranker has exactly 1")
-    types = uses_token_types(model_dir)
+    types = _token_types(model_dir)
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
+    if graph == "compact" and not (types and _compact_supported(model)):
+        graph = "hf"
 
     class Logits(torch.nn.Module):
         def __init__(self, m):
@@ -213,12 +366,23 @@ def export_plain_cross_encoder(model_dir: str | Path, path: str | Path, opset: i
             kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             return self.m(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
 
+    module = _compact_bert(model) if graph == "compact" else Logits(model)
     sample = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
-    with torch.inference_mode():
-        torch.onnx.export(Logits(model), sample, str(path), input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
-    return names
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes
+        torch.onnx.export(
+            module,
+            sample,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return names, graph
 
 
 def fuse_bert(src: str | Path, dst: str | Path, model_dir: str | Path) -> dict[str, int]:
@@ -226,11 +390,14 @@ def fuse_bert(src: str | Path, dst: str | Path, model_dir: str | Path) -> dict[s
     graph optimizations are left to session creation) from `src` to `dst`; returns the fused-op counts."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from reranker.backends.tokenization import read_json
-
-    cfg = read_json(Path(model_dir) / "config.json")
-    opt = optimize_model(str(src), model_type="bert", num_heads=int(cfg.get("num_attention_heads", 0)),
-                         hidden_size=int(cfg.get("hidden_size", 0)), opt_level=0)
+    cfg = _read_json(Path(model_dir) / "config.json")
+    opt = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=int(cfg.get("num_attention_heads", 0)),
+        hidden_size=int(cfg.get("hidden_size", 0)),
+        opt_level=0,
+    )
     stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     opt.save_model_to_file(str(dst))
     return stats
@@ -249,8 +416,9 @@ class _Reader:
         pass
 
 
-def quantize_variant(src: str | Path, dst: str | Path, recipe: dict,
-                     calibration_feeds: list[dict[str, np.ndarray]] | None = None) -> dict:
+def quantize_variant(
+    src: str | Path, dst: str | Path, recipe: dict, calibration_feeds: list[dict[str, np.ndarray]] | None = None
+) -> dict:
     """Quantize the fp32 graph `src` into `dst` following `recipe` (keys as in `RECIPES`).
 
     Returns the recipe as applied (plus "calibration_batches"/"calibration_pairs" for static ones).
@@ -265,26 +433,52 @@ def quantize_variant(src: str | Path, dst: str | Path, recipe: dict,
     if method == "dynamic":
         if recipe.get("format", "QOperator") != "QOperator":
             raise ValueError("ORT dynamic quantization only has the QOperator form")
-        quantize_dynamic(str(src), str(dst), weight_type=getattr(QuantType, recipe.get("weight_type", "QInt8")),
-                         per_channel=bool(recipe.get("per_channel", True)),
-                         reduce_range=bool(recipe.get("reduce_range", False)),
-                         op_types_to_quantize=recipe.get("op_types"), extra_options=extra)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=getattr(QuantType, recipe.get("weight_type", "QInt8")),
+            per_channel=bool(recipe.get("per_channel", True)),
+            reduce_range=bool(recipe.get("reduce_range", False)),
+            op_types_to_quantize=recipe.get("op_types"),
+            extra_options=extra,
+        )
     elif method == "static":
         if not calibration_feeds:
             raise ValueError("static quantization needs calibration pairs")
+        # Symbolic shape inference first: without it the quantizer cannot type the outputs of the fused
+        # com.microsoft ops and silently leaves activations unquantized (a weight-only graph) or, for
+        # QOperator, fails outright (onnxruntime 1.32).
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = Path(dst).with_suffix(".pre.onnx")
+        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        src = pre
+        applied["preprocess"] = "quant_pre_process(skip_optimization=True)"
         if recipe.get("symmetric_activation"):
             extra["ActivationSymmetric"] = True
         if recipe.get("calibrate_method") == "Percentile":
             extra["CalibPercentile"] = float(recipe.get("percentile", 99.999))
-        quantize_static(str(src), str(dst), _Reader(calibration_feeds),
-                        quant_format=getattr(QuantFormat, recipe.get("format", "QDQ")),
-                        op_types_to_quantize=recipe.get("op_types", ["MatMul"]),
-                        per_channel=bool(recipe.get("per_channel", True)),
-                        reduce_range=bool(recipe.get("reduce_range", False)),
-                        activation_type=getattr(QuantType, recipe.get("activation_type", "QUInt8")),
-                        weight_type=getattr(QuantType, recipe.get("weight_type", "QInt8")),
-                        calibrate_method=getattr(CalibrationMethod, recipe.get("calibrate_method", "MinMax")),
-                        extra_options=extra)
+        import onnx as _onnx
+
+        g = _onnx.load(str(src), load_external_data=False).graph
+        consts = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+        skip = [n.name for n in g.node if n.op_type == "MatMul" and not ({n.input[0], n.input[1]} & consts)]
+        applied["excluded_nodes"] = len(skip)
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(calibration_feeds),
+            nodes_to_exclude=skip,
+            quant_format=getattr(QuantFormat, recipe.get("format", "QDQ")),
+            op_types_to_quantize=recipe.get("op_types", ["MatMul"]),
+            per_channel=bool(recipe.get("per_channel", True)),
+            reduce_range=bool(recipe.get("reduce_range", False)),
+            activation_type=getattr(QuantType, recipe.get("activation_type", "QUInt8")),
+            weight_type=getattr(QuantType, recipe.get("weight_type", "QInt8")),
+            calibrate_method=getattr(CalibrationMethod, recipe.get("calibrate_method", "MinMax")),
+            extra_options=extra,
+        )
+        pre.unlink(missing_ok=True)
         applied["calibration_batches"] = len(calibration_feeds)
         applied["calibration_pairs"] = int(sum(f["input_ids"].shape[0] for f in calibration_feeds))
     else:
@@ -309,8 +503,12 @@ def agreement(ref: Sequence[np.ndarray], other: Sequence[np.ndarray], k: int = 1
         r = spearmanr(a, b).statistic if len(a) > 1 else 1.0
         rho.append(float(r) if np.isfinite(r) else 0.0)
         diff = max(diff, float(np.abs(a - b).max()) if len(a) else 0.0)
-    return {"queries": len(over), "top10_overlap": float(np.mean(over)) if over else None,
-            "spearman": float(np.mean(rho)) if rho else None, "max_abs_diff": diff}
+    return {
+        "queries": len(over),
+        "top10_overlap": float(np.mean(over)) if over else None,
+        "spearman": float(np.mean(rho)) if rho else None,
+        "max_abs_diff": diff,
+    }
 
 
 def ndcg_at_k(scores: np.ndarray, grades: np.ndarray, k: int = 10) -> float:
@@ -319,7 +517,7 @@ def ndcg_at_k(scores: np.ndarray, grades: np.ndarray, k: int = 10) -> float:
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = float(((2.0 ** grades[order] - 1) * disc[: len(order)]).sum())
     ideal = np.sort(grades)[::-1][:k]
-    idcg = float(((2.0 ** ideal - 1) * disc[: len(ideal)]).sum())
+    idcg = float(((2.0**ideal - 1) * disc[: len(ideal)]).sum())
     return dcg / idcg if idcg > 0 else 0.0
 
 
@@ -338,14 +536,25 @@ def default_gate(variants: dict) -> dict:
         if ok:
             allowed.append(name)
     serve = next((n for n in SERVE_PREFERENCE if n in allowed), "fp32")
-    return {"serve": serve, "allowed": allowed,
-            "rule": (f"quantized allowed if judged nDCG@10 >= fp32 - {GATE_MAX_NDCG_LOSS}, else (no judgments) "
-                     f"top-10 overlap >= {GATE_MIN_TOP10} and Spearman >= {GATE_MIN_SPEARMAN} vs fp32"),
-            "decided_by": "fashion_rerank.onnx_export.default_gate"}
+    return {
+        "serve": serve,
+        "allowed": allowed,
+        "rule": (
+            f"quantized allowed if judged nDCG@10 >= fp32 - {GATE_MAX_NDCG_LOSS}, else (no judgments) "
+            f"top-10 overlap >= {GATE_MIN_TOP10} and Spearman >= {GATE_MIN_SPEARMAN} vs fp32"
+        ),
+        "decided_by": "fashion_rerank.onnx_export.default_gate",
+    }
 
 
-def set_gate(out_dir: str | Path, serve: str, allowed: Iterable[str] | None = None, decided_by: str = "manual",
-             rule: str = "", evidence: dict | None = None) -> dict:
+def set_gate(
+    out_dir: str | Path,
+    serve: str,
+    allowed: Iterable[str] | None = None,
+    decided_by: str = "manual",
+    rule: str = "",
+    evidence: dict | None = None,
+) -> dict:
     """Overwrite the manifest's gate (e.g. after an nDCG evaluation on judgments); returns the manifest.
 
     Raises ValueError when `serve` is not a variant of the manifest.
@@ -354,8 +563,14 @@ def set_gate(out_dir: str | Path, serve: str, allowed: Iterable[str] | None = No
     if serve not in m.get("variants", {}):
         raise ValueError(f"{serve!r} is not a variant in {out_dir} ({', '.join(m.get('variants', {}))})")
     allowed = sorted(set(allowed or []) | {serve, "fp32"} & set(m["variants"]))
-    m["gate"] = {"serve": serve, "allowed": allowed, "rule": rule, "decided_by": decided_by,
-                 "evidence": evidence or {}, "at": datetime.now(timezone.utc).isoformat()}
+    m["gate"] = {
+        "serve": serve,
+        "allowed": allowed,
+        "rule": rule,
+        "decided_by": decided_by,
+        "evidence": evidence or {},
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
     write_manifest(out_dir, m)
     return m
 
@@ -367,12 +582,18 @@ def _group(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:
     return groups
 
 
-def export_cross_encoder(model_dir: str | Path, out_dir: str | Path | None = None,
-                         calibration_pairs: Sequence[tuple[str, str]] | None = None,
-                         variants: Sequence[str] = DEFAULT_VARIANTS, check_pairs: Sequence[tuple[str, str]] | None = None,
-                         judged: Sequence[tuple[str, str, float]] | None = None, max_length: int | None = None,
-                         opset: int = OPSET, recipes: dict[str, dict] | None = None,
-                         check_tolerance: float = 1e-3) -> dict:
+def export_cross_encoder(
+    model_dir: str | Path,
+    out_dir: str | Path | None = None,
+    calibration_pairs: Sequence[tuple[str, str]] | None = None,
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    check_pairs: Sequence[tuple[str, str]] | None = None,
+    judged: Sequence[tuple[str, str, float]] | None = None,
+    max_length: int | None = None,
+    opset: int = OPSET,
+    recipes: dict[str, dict] | None = None,
+    check_tolerance: float = 1e-3,
+) -> dict:
     """Export a cross-encoder folder to ONNX variants plus `manifest.json` (layout in the module docstring).
 
     Args:
@@ -404,39 +625,57 @@ def export_cross_encoder(model_dir: str | Path, out_dir: str | Path | None = Non
     for v in names:
         if v not in recipes:
             raise ValueError(f"unknown variant {v!r}; known: {', '.join(recipes)}")
-    tok = _pair_tokenizer(model_dir, max_length)
+    tok = _PairEncoder(model_dir, max_length)
     t0 = time.monotonic()
     manifest_variants: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="onnx-export-", dir=str(out)) as tmpd:
         tmp = Path(tmpd)
-        plain = tmp / "plain.onnx"
-        inputs = export_plain_cross_encoder(model_dir, plain, opset)
-        fused_tmp = tmp / "model.onnx"
-        fused = fuse_bert(plain, fused_tmp, model_dir)
-        sources = {"plain": plain, "fused": fused_tmp}
+        wanted = {recipes[v].get("source", "compact") for v in names}
+        sources: dict[str, Path] = {}
+        graphs: dict[str, str] = {}
+        fused: dict[str, int] = {}
+        inputs: list[str] = []
+        if wanted & {"hf", "fused"}:
+            inputs, graphs["hf"] = export_plain_cross_encoder(model_dir, tmp / "hf.onnx", opset, graph="hf")
+            sources["hf"] = tmp / "hf.onnx"
+        if "fused" in wanted:
+            fused = fuse_bert(sources["hf"], tmp / "fused.onnx", model_dir)
+            sources["fused"], graphs["fused"] = tmp / "fused.onnx", "hf+optimizer"
+        if "compact" in wanted:
+            inputs, graphs["compact"] = export_plain_cross_encoder(model_dir, tmp / "compact.onnx", opset, graph="compact")
+            sources["compact"] = tmp / "compact.onnx"
         calib = _feeds(tok, list(calibration_pairs or []), 32)
         calib = [{k: v for k, v in f.items() if k in inputs} for f in calib]
-        files = {"fp32": "model.onnx"}
-        made = {"fp32": {**recipes["fp32"], "exporter": "torch.onnx.export(dynamo=False)", "opset": opset,
-                         "attn_implementation": "eager",
-                         "optimizer": {"model_type": "bert", "opt_level": 0, "fused_ops": fused}}}
-        for v in names[1:]:
+        files: dict[str, str] = {}
+        made: dict[str, dict] = {}
+        for v in names:
             r = recipes[v]
-            f = f"model_{v.replace('-', '_')}.onnx"
-            made[v] = quantize_variant(sources[r.get("source", "fused")], tmp / f, r, calib)
+            src = r.get("source", "compact")
+            f = "model.onnx" if v == "fp32" else f"model_{v.replace('-', '_')}.onnx"
+            if r.get("method") == "none":
+                shutil.copy2(sources[src], tmp / f)
+                made[v] = dict(r)
+            else:
+                made[v] = quantize_variant(sources[src], tmp / f, r, calib)
+            made[v].update(exporter="torch.onnx.export(dynamo=False)", opset=opset, graph=graphs[src])
+            if src == "fused":
+                made[v]["optimizer"] = {"model_type": "bert", "opt_level": 0, "fused_ops": fused}
             files[v] = f
         # check: fp32 ONNX vs torch on fixed pairs
         fixed = list(check_pairs or calibration_pairs or [])[:64] or _FIXED_PAIRS
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-        enc = tok.encode([q for q, _ in fixed], [d for _, d in fixed])
-        feeds = tok.batch(enc, np.arange(len(fixed)))
+        _, feeds = tok.lengths_and_feeds(fixed)
         with torch.inference_mode():
             ref = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in inputs}).logits[:, 0].numpy()
         sess = {v: _session(tmp / files[v]) for v in names}
-        got = sess["fp32"].run(None, {k: v for k, v in feeds.items() if k in inputs})[0][:, 0]
-        fp32_diff = float(np.abs(got - ref).max())
-        if fp32_diff > check_tolerance:
-            raise ValueError(f"fp32 ONNX logits differ from torch by {fp32_diff:.2e} (> {check_tolerance})")
+        fp32_diffs = {}
+        for v in names:
+            if recipes[v].get("method") == "none":
+                got = sess[v].run(None, {k: x for k, x in feeds.items() if k in inputs})[0][:, 0]
+                fp32_diffs[v] = float(np.abs(got - ref).max())
+                if fp32_diffs[v] > check_tolerance:
+                    raise ValueError(f"{v} ONNX logits differ from torch by {fp32_diffs[v]:.2e} (> {check_tolerance})")
+        fp32_diff = fp32_diffs["fp32"]
         # agreement of each variant with fp32 on the check queries, and judged nDCG@10
         pairs = list(check_pairs or calibration_pairs or [])
         groups = _group(pairs)
@@ -456,31 +695,58 @@ def export_cross_encoder(model_dir: str | Path, out_dir: str | Path | None = Non
             if v != "fp32" and pairs:
                 a = agreement([scores["fp32"][i] for i in groups.values()], [scores[v][i] for i in groups.values()])
             if judged:
-                a = {**(a or {}), "ndcg10": ndcg[v], "ndcg10_fp32": ndcg["fp32"], "judged_pairs": len(judged)}
+                ref_std = float(np.std(jscores["fp32"])) if len(jscores["fp32"]) else 0.0
+                a = {
+                    **(a or {}),
+                    "ndcg10": ndcg[v],
+                    "ndcg10_fp32": ndcg["fp32"],
+                    "judged_pairs": len(judged),
+                    # spread of the variant's scores relative to fp32's on the same pairs (1.0: same spread)
+                    "std_ratio": float(np.std(jscores[v])) / ref_std if ref_std > 0 else 1.0,
+                }
             for f in (files[v],):
                 shutil.move(str(tmp / f), str(out / f))
-            manifest_variants[v] = {"file": files[v], "sha256": sha256_file(out / files[v]),
-                                    "bytes": (out / files[v]).stat().st_size,
-                                    "precision": "fp32" if recipes[v]["method"] == "none" else "int8",
-                                    "recipe": made[v], "ops": _op_counts(out / files[v]),
-                                    **({"agreement": a} if a else {})}
-    manifest = {"format": FORMAT, "kind": "cross-encoder", "created": datetime.now(timezone.utc).isoformat(),
-                "source": {"model_dir": str(model_dir), "weights_sha256": _weights_sha(model_dir)},
-                "versions": _versions(), "opset": opset, "inputs": inputs, "output": "logits",
-                "max_length": tok.max_length, "variants": manifest_variants,
-                "checks": {"fp32_vs_torch_max_abs": fp32_diff, "pairs": len(fixed),
-                           "agreement_queries": len(groups), "agreement_pairs": len(pairs)},
-                "export_seconds": round(time.monotonic() - t0, 1)}
+            manifest_variants[v] = {
+                "file": files[v],
+                "sha256": sha256_file(out / files[v]),
+                "bytes": (out / files[v]).stat().st_size,
+                "precision": "fp32" if recipes[v]["method"] == "none" else "int8",
+                "recipe": made[v],
+                "ops": _op_counts(out / files[v]),
+                **({"agreement": a} if a else {}),
+            }
+    manifest = {
+        "format": FORMAT,
+        "kind": "cross-encoder",
+        "created": datetime.now(timezone.utc).isoformat(),
+        "source": {"model_dir": str(model_dir), "weights_sha256": _weights_sha(model_dir)},
+        "versions": _versions(),
+        "opset": opset,
+        "inputs": inputs,
+        "output": "logits",
+        "max_length": tok.max_length,
+        "variants": manifest_variants,
+        "checks": {
+            "fp32_vs_torch_max_abs": fp32_diff,
+            "fp32_variants_vs_torch_max_abs": fp32_diffs,
+            "pairs": len(fixed),
+            "agreement_queries": len(groups),
+            "agreement_pairs": len(pairs),
+        },
+        "export_seconds": round(time.monotonic() - t0, 1),
+    }
     manifest["gate"] = default_gate(manifest_variants)
     write_manifest(out, manifest)
-    log.info("exported %s to %s: %s; gate serves %s", model_dir, out, ", ".join(manifest_variants),
-             manifest["gate"]["serve"])
+    log.info("exported %s to %s: %s; gate serves %s", model_dir, out, ", ".join(manifest_variants), manifest["gate"]["serve"])
     return manifest
 
 
 #: Fixed pairs for the fp32 check when the caller gives none (catalog-like texts).
 _FIXED_PAIRS = [
-    ("black leather ankle boots women", "Carlton London Women Black Leather Ankle Boots | Boots | Black | Women | Casual | Winter"),
+    (
+        "black leather ankle boots women",
+        "Carlton London Women Black Leather Ankle Boots | Boots | Black | Women | Casual | Winter",
+    ),
     ("black leather ankle boots women", "Fastrack Men Black Analogue Watch | Watches | Black | Men | Casual | Summer"),
     ("red midi dress", "Vero Moda Women Red Midi Dress | Dresses | Red | Women | Party | Summer"),
     ("red midi dress", "Puma Men Red Running Shoes | Sports Shoes | Red | Men | Sports | Fall"),
@@ -494,26 +760,31 @@ _FIXED_PAIRS = [
 # ---------------------------------------------------------------------------------------- bi-encoder
 def _st_layout(model_dir: Path) -> dict:
     """Pooling mode, normalisation and max_seq_length from a sentence-transformers folder."""
-    from reranker.backends.tokenization import read_json
-
+    read_json = _read_json
     modules = json.loads((model_dir / "modules.json").read_text()) if (model_dir / "modules.json").exists() else []
     pooling_dir = next((m.get("path", "") for m in modules if m.get("type", "").endswith("models.Pooling")), None)
     normalize = any(m.get("type", "").endswith("models.Normalize") for m in modules)
     pcfg = read_json(model_dir / pooling_dir / "config.json") if pooling_dir is not None else {}
-    modes = [k[len("pooling_mode_"):] for k, v in pcfg.items() if k.startswith("pooling_mode_") and v]
+    modes = [k[len("pooling_mode_") :] for k, v in pcfg.items() if k.startswith("pooling_mode_") and v]
     if not modes:
         modes = ["mean_tokens"]
     supported = {"mean_tokens", "cls_token", "max_tokens", "mean_sqrt_len_tokens"}
     if not set(modes) <= supported or pcfg.get("include_prompt") is False:
         raise ValueError(f"{model_dir}: unsupported pooling {modes} / {pcfg}")
     stc = read_json(model_dir / "sentence_bert_config.json")
-    return {"pooling": modes, "normalize": normalize, "max_seq_length": int(stc.get("max_seq_length") or 0) or None,
-            "do_lower_case": bool(stc.get("do_lower_case", False)), "pooling_dir": pooling_dir,
-            "dimension": int(pcfg.get("word_embedding_dimension") or 0) or None}
+    return {
+        "pooling": modes,
+        "normalize": normalize,
+        "max_seq_length": int(stc.get("max_seq_length") or 0) or None,
+        "do_lower_case": bool(stc.get("do_lower_case", False)),
+        "pooling_dir": pooling_dir,
+        "dimension": int(pcfg.get("word_embedding_dimension") or 0) or None,
+    }
 
 
-def export_bi_encoder(model_dir: str | Path, out_dir: str | Path, opset: int = OPSET,
-                      check_texts: Sequence[str] | None = None) -> dict:
+def export_bi_encoder(
+    model_dir: str | Path, out_dir: str | Path, opset: int = OPSET, check_texts: Sequence[str] | None = None
+) -> dict:
     """Export a sentence-transformers bi-encoder (Transformer + Pooling [+ Normalize]) to `<out_dir>/model.onnx`.
 
     The graph takes `input_ids`, `attention_mask` [, `token_type_ids`] ((batch, sequence) int64) and
@@ -530,13 +801,11 @@ def export_bi_encoder(model_dir: str | Path, out_dir: str | Path, opset: int = O
     import torch
     from transformers import AutoModel
 
-    from reranker.backends.tokenization import uses_token_types
-
     model_dir, out = Path(model_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout = _st_layout(model_dir)
     model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager").eval()
-    types = uses_token_types(model_dir)
+    types = _token_types(model_dir)
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
     modes, normalize = layout["pooling"], layout["normalize"]
 
@@ -573,12 +842,27 @@ def export_bi_encoder(model_dir: str | Path, out_dir: str | Path, opset: int = O
         sample = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
         axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"sentence_embedding": {0: "batch"}}
         with torch.inference_mode():
-            torch.onnx.export(Embed(model), sample, str(plain), input_names=names, output_names=["sentence_embedding"],
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+            torch.onnx.export(
+                Embed(model),
+                sample,
+                str(plain),
+                input_names=names,
+                output_names=["sentence_embedding"],
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
         fused = fuse_bert(plain, Path(tmpd) / "model.onnx", model_dir)
         shutil.move(str(Path(tmpd) / "model.onnx"), str(out / "model.onnx"))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json",
-                 "sentence_bert_config.json", "modules.json"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "config.json",
+        "sentence_bert_config.json",
+        "modules.json",
+    ):
         if (model_dir / name).exists() and model_dir.resolve() != out.resolve():
             shutil.copy2(model_dir / name, out / name)
     if layout["pooling_dir"] and (model_dir / layout["pooling_dir"] / "config.json").exists():
@@ -589,13 +873,24 @@ def export_bi_encoder(model_dir: str | Path, out_dir: str | Path, opset: int = O
 
         AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer.save(str(out / "tokenizer.json"))
     dim = layout["dimension"] or int(model.config.hidden_size) * len(modes)
-    manifest = {"format": FORMAT, "kind": "bi-encoder", "created": datetime.now(timezone.utc).isoformat(),
-                "source": {"model_dir": str(model_dir), "weights_sha256": _weights_sha(model_dir)},
-                "versions": _versions(), "opset": opset, "inputs": names, "output": "sentence_embedding",
-                "file": "model.onnx", "sha256": sha256_file(out / "model.onnx"), "dimension": dim,
-                "pooling": modes, "normalize": normalize, "max_seq_length": layout["max_seq_length"],
-                "do_lower_case": layout["do_lower_case"],
-                "optimizer": {"model_type": "bert", "opt_level": 0, "fused_ops": fused}}
+    manifest = {
+        "format": FORMAT,
+        "kind": "bi-encoder",
+        "created": datetime.now(timezone.utc).isoformat(),
+        "source": {"model_dir": str(model_dir), "weights_sha256": _weights_sha(model_dir)},
+        "versions": _versions(),
+        "opset": opset,
+        "inputs": names,
+        "output": "sentence_embedding",
+        "file": "model.onnx",
+        "sha256": sha256_file(out / "model.onnx"),
+        "dimension": dim,
+        "pooling": modes,
+        "normalize": normalize,
+        "max_seq_length": layout["max_seq_length"],
+        "do_lower_case": layout["do_lower_case"],
+        "optimizer": {"model_type": "bert", "opt_level": 0, "fused_ops": fused},
+    }
     write_manifest(out, manifest)
     # check against sentence-transformers on the same texts
     from sentence_transformers import SentenceTransformer
@@ -603,8 +898,7 @@ def export_bi_encoder(model_dir: str | Path, out_dir: str | Path, opset: int = O
     from fashion_rerank.onnx_embedding import OnnxBiEncoder
 
     texts = list(check_texts or [q for q, _ in _FIXED_PAIRS] + [d for _, d in _FIXED_PAIRS])
-    ref = SentenceTransformer(str(model_dir), device="cpu").encode(texts, convert_to_numpy=True,
-                                                                    normalize_embeddings=False)
+    ref = SentenceTransformer(str(model_dir), device="cpu").encode(texts, convert_to_numpy=True, normalize_embeddings=False)
     got = OnnxBiEncoder(out).encode(texts)
     cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
     manifest["checks"] = {"texts": len(texts), "min_cosine_vs_sentence_transformers": float(cos.min())}
@@ -613,3 +907,35 @@ def export_bi_encoder(model_dir: str | Path, out_dir: str | Path, opset: int = O
     if cos.min() < 0.9999:
         raise ValueError(f"ONNX bi-encoder disagrees with sentence-transformers: min cosine {cos.min():.6f}")
     return manifest
+
+
+def judged_quality(model_dir: str | Path, judged: Sequence[tuple[str, str, float]], out_dir: str | Path | None = None) -> dict:
+    """nDCG@10 (exponential gains) and score spread of every variant file of an export on judged rows.
+
+    Args:
+        model_dir: the model folder (tokenizer files); `out_dir` its export (default `<model_dir>/onnx`).
+        judged: (query, product text, grade 0-3) rows; grouped by query.
+    Returns:
+        {variant: {"ndcg10", "std", "ndcg10_fp32", "std_ratio"}} from the files as they are now on disk.
+    Raises:
+        FileNotFoundError: no manifest; onnxruntime errors for an unloadable file.
+    """
+    model_dir = Path(model_dir)
+    out = Path(out_dir) if out_dir else model_dir / "onnx"
+    manifest = read_manifest(out)
+    tok = _PairEncoder(model_dir)
+    pairs = [(q, d) for q, d, _ in judged]
+    grades = np.asarray([g for _, _, g in judged], dtype=np.float64)
+    groups = [np.asarray(i) for i in _group(pairs).values()]
+    res: dict[str, dict] = {}
+    for name, v in manifest.get("variants", {}).items():
+        s = _scores(_session(out / v["file"]), tok, pairs)
+        res[name] = {
+            "ndcg10": float(np.mean([ndcg_at_k(s[i], grades[i]) for i in groups])) if groups else 0.0,
+            "std": float(np.std(s)) if len(s) else 0.0,
+        }
+    ref = res.get("fp32", {})
+    for r in res.values():
+        r["ndcg10_fp32"] = ref.get("ndcg10")
+        r["std_ratio"] = r["std"] / ref["std"] if ref.get("std") else 1.0
+    return res

@@ -155,6 +155,8 @@ class SingleModel:
 
                     folder = Path(snapshot_download(self.model))
                 except Exception as exc:  # noqa: BLE001 - offline, unknown id, no huggingface_hub
-                    raise RegistryError(f"cannot find model {self.model!r} as a folder or on the Hugging Face Hub: {exc}") from exc
+                    raise RegistryError(
+                        f"cannot find model {self.model!r} as a folder or on the Hugging Face Hub: {exc}"
+                    ) from exc
             self._path = folder
         return self._path

@@ -23,6 +23,7 @@ def build_card(
     judgments: dict[str, Any],
     evaluation: dict[str, Any] | None = None,
     gate: dict[str, Any] | None = None,
+    onnx: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card as a dict.
 
@@ -31,6 +32,7 @@ def build_card(
         judgments: {"count", "queries", "judge_model", "prompt_version", "reference_judge", "grades", "store"}.
         evaluation: {"dev": Evaluation.to_dict(), "test": ...}.
         gate: `GateDecision.to_dict()`.
+        onnx: `labeling.export.export_version(...)`: the ONNX variants, how they were made, which serves and why.
     """
     label_source = (
         "reference rubric judge (deterministic rules over catalog attributes, NOT an LLM)"
@@ -47,6 +49,7 @@ def build_card(
         "training": training,
         "evaluation": evaluation or {},
         "gate": gate,
+        "onnx": onnx,
     }
 
 
@@ -103,6 +106,18 @@ def _markdown(card: dict[str, Any]) -> str:
             f"- decision: **{'promote' if gate.get('promote') else 'keep serving model'}** (baseline: {gate.get('baseline')})",
         ]
         lines += [f"- {c['name']}: {'pass' if c['passed'] else 'FAIL'} — {c['detail']}" for c in gate.get("checks", [])]
+    onnx = card.get("onnx")
+    if onnx:
+        lines += ["", "## ONNX Runtime files (onnx/)", f"- serves: **{onnx['serve']}**; allowed: {', '.join(onnx['allowed'])}"]
+        lines += [f"- refused {name}: {why}" for name, why in (onnx.get("refused") or {}).items()]
+        lines.append(f"- rule: {onnx['rule']} ({onnx['judged_pairs']} held-out judged pairs)")
+        for name, recipe in (onnx.get("variants") or {}).items():
+            a = (onnx.get("agreement") or {}).get(name) or {}
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in a.items() if isinstance(v, float))
+            lines.append(f"- {name}: {recipe}" + (f"; vs fp32: {figures}" if figures else ""))
+        lines.append(
+            f"- made with {onnx.get('versions')}, opset {onnx.get('opset')}, {onnx['calibration_pairs']} calibration pairs"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,7 @@ from fashion_rerank.settings import LabelSettings, cpu_quota, resolve_model_path
 from labeling import prompts
 from labeling.dataset import TrainPair, eval_queries, grade_counts, training_pairs
 from labeling.evaluate import cross_encoder_scorer, evaluate_queries
+from labeling.export import export_version
 from labeling.model_card import build_card, write_model_card
 from labeling.promote import gate
 
@@ -297,6 +298,7 @@ def train_candidate(store, settings: LabelSettings | None = None, registry=None,
         stats = train_cross_encoder(pairs, path, s, progress=progress)
         dev, test = evaluate_version(store, s, path, registry)
         decision = gate(dev, test, s)
+        onnx = export_version(path, store, s.judge_model, pairs, seed=s.seed) if s.export_onnx else None
         meta = {
             "count": len(pairs),
             "queries": stats.queries,
@@ -313,6 +315,7 @@ def train_candidate(store, settings: LabelSettings | None = None, registry=None,
             judgments=meta,
             evaluation={"dev": dev.to_dict(), "test": test.to_dict()},
             gate=decision.to_dict(),
+            onnx=onnx,
         )
         write_model_card(path, card)
     except BaseException:

@@ -10,9 +10,9 @@ import shutil
 
 import numpy as np
 import onnx
+from conftest import graded_training_pairs
 from onnx import numpy_helper
 
-from conftest import graded_training_pairs
 from fashion_rerank.onnx_export import export_cross_encoder, read_manifest, sha256_file, write_manifest
 from labeling.export import decide, regate
 from reranker.backends import load_backend

@@ -3,7 +3,7 @@
 A registry version written by `train` / `refresh` carries `onnx/` already. A plain Hugging Face cross-encoder
 folder (or a hub id resolved to one, e.g. `cross-encoder/ms-marco-MiniLM-L6-v2`) does not: the first load
 exports it (`fashion_rerank.onnx_export.export_cross_encoder`, which needs the `[train]` extra: torch) into
-`<cache>/onnx-models/<name>-<key>/`, with the folder's tokenizer and config files beside `onnx/`, and every
+`<cache>/onnx-models/ce-<key>/`, with the folder's tokenizer and config files beside `onnx/`, and every
 later load reuses that. The key is a hash of the folder's config and weight files (name, size, modification
 time), so a changed model is exported again.
 """
@@ -72,7 +72,7 @@ def ensure_onnx(folder: str | Path, cache: str | Path | None = None) -> Path:
     if not (folder / "config.json").exists() or not any((folder / w).exists() for w in WEIGHT_FILES):
         raise FileNotFoundError(f"{folder} is neither an ONNX export nor a Hugging Face model folder (config.json + weights)")
     root = Path(cache) if cache else cache_root() / "onnx-models"
-    target = root / f"{folder.name}-{cache_key(folder)}"
+    target = root / f"ce-{cache_key(folder)}"  # by content: copies of one model share an export
     if has_onnx(target):
         return target
     try:

@@ -193,6 +193,13 @@ def trained_registry(tmp_path_factory):
             os.replace(tmp, cache)
         except OSError:  # another session cached it first
             shutil.rmtree(tmp, ignore_errors=True)
+    if not (folder / "onnx" / "manifest.json").exists():
+        # every registry version carries its ONNX files (what `train` writes); cached with the weights
+        from fashion_rerank.onnx_export import export_cross_encoder
+
+        export_cross_encoder(folder, calibration_pairs=[(q, t) for q, t, _ in rows[:256]])
+        if (cache / "config.json").exists():
+            shutil.copytree(folder / "onnx", cache / "onnx", dirs_exist_ok=True)
     (folder / "model_card.md").write_text(
         "# fashion-ce (test fixture)\n\nTiny cross-encoder fine-tuned from all-MiniLM-L6-v2 on attribute-graded "
         "Myntra pairs by tests/conftest.py::trained_registry. For tests only.\n"

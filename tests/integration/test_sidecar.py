@@ -320,7 +320,7 @@ def test_core_interface_async_score_errors_and_cancel(trained_registry, tmp_path
     core = ScoringCore(settings, trained_registry, metrics)
     core.start()
     try:
-        assert core.model_version == trained_registry.current()
+        assert core.models.registry_version == trained_registry.current()
         for bad, err in (("", InvalidInputError), ("x" * 501, TooLargeError)):
             with pytest.raises(err):
                 core.submit(bad, ["a"])
@@ -410,7 +410,7 @@ def test_rerank_puts_the_relevant_product_first(server, client, trained_registry
 
     docs = [*UNRELATED, RELEVANT]
     resp = client.rerank("black watch for women", docs, return_text=True)
-    assert resp.model_version == trained_registry.current()
+    assert resp.model_version.startswith(trained_registry.current())  # "<version>+onnx-<variant>"
     assert [r.rank for r in resp.results] == [1, 2, 3, 4]
     assert resp.results[0].id == "relevant" and resp.results[0].index == 3
     top, rest = resp.results[0], resp.results[1:]
@@ -523,9 +523,9 @@ def test_search_reranks_once_a_model_is_promoted(make_sidecar, trained_registry,
         assert code_of(lambda: c.rerank("black watch", ["a watch"])) == grpc.StatusCode.FAILED_PRECONDITION
 
         version = copy_version(trained_registry, registry)
-        wait_until(lambda: sc.core.model_version == version, what="the promoted model to load")
+        wait_until(lambda: sc.core.models.registry_version == version, what="the promoted model to load")
         after = c.search("black watch for women, call +1 (555) 123-4567", top_k=30, top_n=10)
-        assert after.reranked and after.model_version == version
+        assert after.reranked and after.model_version == sc.core.model_version and after.model_version.startswith(version)
         assert len(after.hits) == 10 and after.candidates == 30
         rs = [h.rerank_score for h in after.hits]
         assert rs == sorted(rs, reverse=True)
@@ -559,7 +559,7 @@ def test_search_reranks_once_a_model_is_promoted(make_sidecar, trained_registry,
     datetime.fromisoformat(first["timestamp"])
     second = next(r for r in records if r["query_id"] == after.query_id)
     assert second["user_query"] == "black watch for women, call [phone]"
-    assert second["query_attributes"]["model_version"] == version
+    assert second["query_attributes"]["model_version"].startswith(version)
 
 
 def test_query_log_to_an_opensearch_index(make_sidecar, trained_registry, product_index, os_client, unique_name):
@@ -678,7 +678,8 @@ def test_promoting_a_model_under_load_fails_no_request(make_sidecar, trained_reg
     registry = ModelRegistry(tmp_path / "models", "fashion-ce")
     old = copy_version(trained_registry, registry)
     sc = make_sidecar(registry)
-    assert sc.core.model_version == old
+    assert sc.core.models.registry_version == old
+    served_old = sc.core.model_version  # "<old>+onnx-<variant>": what responses and /metrics report
     texts = [rerank_text(Product.from_fields(d, id=d["id"])) for d in [*UNRELATED, RELEVANT]] * 5
     stop = threading.Event()
     seen: dict[str, int] = {}
@@ -692,7 +693,8 @@ def test_promoting_a_model_under_load_fails_no_request(make_sidecar, trained_reg
                     resp = c.rerank("black watch for women", texts)
                     assert len(resp.results) == len(texts)
                     with lock:
-                        seen[resp.model_version] = seen.get(resp.model_version, 0) + 1
+                        key = resp.model_version.split("+", 1)[0]  # the registry version
+                        seen[key] = seen.get(key, 0) + 1
                 except BaseException as exc:  # noqa: BLE001 - every failure is a test failure
                     with lock:
                         failures.append(exc)
@@ -711,8 +713,9 @@ def test_promoting_a_model_under_load_fails_no_request(make_sidecar, trained_reg
     assert failures == []
     assert seen[old] > 0 and seen[new] > 0
     samples = scrape(sc.metrics_port)
-    assert metric(samples, "fashion_rerank_model_info", version=new) == 1
-    assert metric(samples, "fashion_rerank_model_info", version=old) == 0
+    assert sc.core.models.registry_version == new
+    assert metric(samples, "fashion_rerank_model_info", version=sc.core.model_version) == 1
+    assert metric(samples, "fashion_rerank_model_info", version=served_old) == 0
     assert metric(samples, "fashion_rerank_model_loads_total", outcome="ok") == 2
 
 
@@ -735,7 +738,7 @@ def test_metrics_count_exactly_the_requests_made(make_sidecar, trained_registry,
     for stage in ("queue", "tokenization", "embedding", "knn"):
         assert metric(s, "fashion_rerank_stage_duration_seconds_count", stage=stage) >= 1
     assert metric(s, "fashion_rerank_pairs_total", outcome="scored") == sum(1 + i % 3 for i in range(n)) + 15
-    assert metric(s, "fashion_rerank_model_info", version=trained_registry.current()) == 1
+    assert metric(s, "fashion_rerank_model_info", version=sc.core.model_version) == 1
     assert ("fashion_rerank_queue_depth", frozenset({("unit", "pairs")})) in s
     labels = {k for (_, lab) in s for k, _ in lab}
     assert labels <= {"method", "front", "code", "stage", "unit", "outcome", "reason", "kind", "version", "le"}

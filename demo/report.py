@@ -183,6 +183,7 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
         f"- Base model: `{model.get('base_model', '?')}`; trained version `{model.get('version', '?')}` on "
         f"{model.get('train_pairs', '?')} pairs, {model.get('epochs', '?')} epoch(s), learning rate "
         f"{model.get('learning_rate', '?')}; training took {model.get('training_time_s', float('nan')):.0f} s.",
+        *_onnx_line(model.get("onnx") or {}),
         f"- Queries: {q.get('distinct', '?')} distinct generated shopper queries (seed {q.get('seed', '?')}), "
         f"{q.get('train', '?')} replayed as live traffic ({q.get('replayed_requests', q.get('train_stream', '?'))} "
         f"Search requests with Zipf repeats and {q.get('typos', '?')} typo queries) and {q.get('test', '?')} held out; "
@@ -277,3 +278,16 @@ def write_report(summary: dict, out_dir: str | Path) -> dict[str, Path]:
     paths["report"].write_text(render_markdown(summary, paths["chart"].name))
     paths["summary"].write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return paths
+
+
+def _onnx_line(onnx: dict) -> list[str]:
+    """The report line on how the trained version is served (ONNX variant and its quality gate), if known."""
+    if not onnx.get("serve"):
+        return []
+    ndcg = ", ".join(f"{k} {v:.4f}" for k, v in sorted(onnx.get("heldout_ndcg10", {}).items()))
+    refused = "; ".join(f"{k} refused: {v}" for k, v in (onnx.get("refused") or {}).items())
+    return [
+        f"- Served by ONNX Runtime as `{onnx['serve']}` (the quality gate on the version's held-out judgments, "
+        f"{onnx.get('judged_pairs', '?')} pairs: nDCG@10 {ndcg or 'n/a'}; a quantized variant serves only within "
+        f"0.005 of fp32){'; ' + refused if refused else ''}."
+    ]

@@ -215,6 +215,25 @@ class Demo:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
+    def onnx_gate(self, version: str | None) -> dict:
+        """What the trained version's model card says about its ONNX variants: which serves and the held-out
+        nDCG@10 of each (the quality gate, `labeling.export`); {} when unknown."""
+        if not version:
+            return {}
+        for card in self.registry_dir.glob(f"*/{version}/card.json"):
+            onnx = json.loads(card.read_text()).get("onnx") or {}
+            ndcg = {n: a.get("ndcg10") for n, a in (onnx.get("agreement") or {}).items() if a.get("ndcg10") is not None}
+            fp32 = next((a.get("ndcg10_fp32") for a in (onnx.get("agreement") or {}).values() if a.get("ndcg10_fp32")), None)
+            if fp32 is not None:
+                ndcg.setdefault("fp32", fp32)
+            return {
+                "serve": onnx.get("serve"),
+                "refused": onnx.get("refused", {}),
+                "heldout_ndcg10": ndcg,
+                "judged_pairs": onnx.get("judged_pairs"),
+            }
+        return {}
+
     def write_serve_env(self) -> Path:
         """Write `<work>/serve.env`: the settings that make `fashion-rerank serve` (and `search`, `status`) use
         what the demo built (its OpenSearch, alias and model registry). Returns its path."""
@@ -603,6 +622,7 @@ class Demo:
         model = dict(refresh.get("model", {}))
         model.setdefault("version", refresh.get("promoted_version"))
         model["promoted"] = bool(refresh.get("promoted_version"))
+        model["onnx"] = self.onnx_gate(model.get("version"))
         model.setdefault("promotion_reason", refresh.get("reason", ""))
         judged_train = refresh.get("judged_pairs")
         judged_held = len(meas.get("grades", {}))

@@ -167,7 +167,7 @@ def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | 
     if sidecar.http_front is not None:
         log.info("HTTP front on %s:%d", settings.http_host, settings.http_port)
     log.info(
-        "model %s version %s from %s; backend %s, %d worker(s) x %d threads; OpenSearch %s, index %s",
+        "model %s version %s from %s; backend %s, workers %d, threads %d per worker; OpenSearch %s, index %s",
         sidecar.registry.name,
         version or "(none promoted: Search answers in kNN order)",
         sidecar.registry.dir,

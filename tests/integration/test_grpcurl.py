@@ -140,7 +140,8 @@ def test_tei_info(grpcurl_bin, sidecar, trained_registry):
     out = ok_json(grpcurl(grpcurl_bin, sidecar.target, "tei.v1.Info/Info", data={}))
     assert out["model_type"] == "MODEL_TYPE_RERANKER"
     assert out["max_input_length"] == sidecar.core.max_length == 64
-    assert out["model_sha"] == trained_registry.current() and out["model_id"] == trained_registry.name
+    assert out["model_sha"] == sidecar.core.model_version and out["model_sha"].startswith(trained_registry.current())
+    assert out["model_id"] == trained_registry.name
     s = sidecar.settings
     assert out["max_batch_tokens"] == s.max_batch_tokens and out["max_batch_requests"] == s.max_batch_pairs
     assert out["max_client_batch_size"] == s.max_documents and out["max_concurrent_requests"] == s.max_concurrent_rpcs

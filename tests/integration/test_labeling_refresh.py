@@ -76,6 +76,7 @@ def refreshed(os_client, opensearch_url, tmp_path_factory):
                 querylog_path=None,
                 querylog_index=None,
                 grace_s=1.0,
+                onnx_variant="fp32",  # compared with CrossEncoder.predict below: fp32 agrees within 1e-4
             ),
             registry,
             OpenSearchSettings(url=opensearch_url, index_alias=alias),

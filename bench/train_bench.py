@@ -42,8 +42,10 @@ def main() -> int:
     test = eval_queries(store, args.judge_model, prompts.PROMPT_VERSION, "test")
     from labeling.train import train_cross_encoder
 
-    print(f"{len(pairs)} train pairs, {len(test)} test queries, {args.epochs} epochs; CPU native bf16: {cpu_has_bf16()}; "
-          f"load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(pairs)} train pairs, {len(test)} test queries, {args.epochs} epochs; CPU native bf16: {cpu_has_bf16()}; "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
     rows = {}
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         for mode in args.order.split(","):
@@ -54,7 +56,12 @@ def main() -> int:
             ev = evaluate_queries(test, {"knn": (None, None), mode: (mode, cross_encoder_scorer(Path(tmp) / mode))}, "test")
             m = ev.to_dict()["systems"][mode]["metrics"]
             knn = ev.to_dict()["systems"]["knn"]["metrics"]
-            rows[mode] = {"train_s": round(seconds, 1), "bf16": st.bf16, "final_loss": st.final_loss, **{k: round(v, 4) for k, v in m.items()}}
+            rows[mode] = {
+                "train_s": round(seconds, 1),
+                "bf16": st.bf16,
+                "final_loss": st.final_loss,
+                **{k: round(v, 4) for k, v in m.items()},
+            }
             rows["knn"] = {k: round(v, 4) for k, v in knn.items()}
             print(f"  {mode}: {seconds:.0f} s, nDCG@10 {m['nDCG@10']:.4f}, load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"\n{'':8} {'train s':>8} {'nDCG@10':>8} {'MRR@10':>8} {'Recall@10':>10}")
@@ -63,8 +70,10 @@ def main() -> int:
         if r:
             print(f"{name:8} {r.get('train_s', '-'):>8} {r['nDCG@10']:8.4f} {r['MRR@10']:8.4f} {r['Recall@10']:10.4f}")
     if "fp32" in rows and "bf16" in rows:
-        print(f"\nbf16 / fp32 training time: {rows['bf16']['train_s'] / rows['fp32']['train_s']:.2f}; "
-              f"nDCG@10 difference {rows['bf16']['nDCG@10'] - rows['fp32']['nDCG@10']:+.4f}")
+        print(
+            f"\nbf16 / fp32 training time: {rows['bf16']['train_s'] / rows['fp32']['train_s']:.2f}; "
+            f"nDCG@10 difference {rows['bf16']['nDCG@10'] - rows['fp32']['nDCG@10']:+.4f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -290,7 +290,7 @@ def wait_model(target: str, version: str, proc: Background | None, timeout_s: fl
             with contextlib.suppress(Exception):
                 resp = client.search("black t-shirt", top_k=5, top_n=5)
                 last = resp.model_version
-                if resp.reranked and resp.model_version == version:
+                if resp.reranked and resp.model_version.split("+", 1)[0] == version:  # "<version>+onnx-<variant>"
                     return
             time.sleep(1.0)
     raise DemoError(

@@ -50,29 +50,6 @@ def _registry(args: argparse.Namespace):
     return ModelRegistry(getattr(args, "registry", None), getattr(args, "model_name", None))
 
 
-def _common(p: argparse.ArgumentParser, judge: bool = False, registry: bool = False) -> None:
-    p.add_argument("--judgments", type=Path, default=None, help="judgments JSONL (FR_LABEL_JUDGMENTS_PATH)")
-    if judge:
-        p.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v1)")
-        p.add_argument("--base-url", default=None, help="judge base URL (OPENAI_BASE_URL)")
-        p.add_argument("--budget-usd", type=float, default=None, help="stop grading at this spend (FR_LABEL_BUDGET_USD)")
-        p.add_argument("--concurrency", type=int, default=None, help="judge requests in flight")
-        p.add_argument("--query-log", default=None, help="UBI query log: .jsonl path or index name (FR_LABEL_QUERY_LOG)")
-        p.add_argument("--queries", type=int, default=None, help="new queries to sample (FR_LABEL_QUERIES_PER_RUN)")
-        p.add_argument("--top-k", type=int, default=None, help="kNN candidates per query (FR_LABEL_TOP_K)")
-        p.add_argument("--alias", default=None, help="products alias (OPENSEARCH_INDEX_ALIAS)")
-    if registry:
-        p.add_argument("--registry", type=Path, default=None, help="model registry folder (FR_MODEL_REGISTRY_DIR)")
-        p.add_argument("--model-name", default=None, help="model name in the registry (FR_MODEL_NAME)")
-
-
-def _train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--loss", choices=["bce", "lambda"], default=None)
-    p.add_argument("--base-model", default=None, help="packaged:all-MiniLM-L6-v2 or cross-encoder/ms-marco-MiniLM-L-6-v2")
-
-
 # ----------------------------------------------------------------------------------------- commands
 
 

@@ -646,7 +646,7 @@ def summary(ms: list[float], pairs: int, foreign: list[float], quiet_share: floa
     }
 
 
-def run_load(target: str, requests: list, clients: int, duration_s: float, sampler=None) -> dict:
+def run_load(target: str, requests: list, clients: int, duration_s: float) -> dict:
     """`clients` threads, each with its own channel, calling Rerank back to back for `duration_s`."""
     import grpc
 
@@ -655,7 +655,7 @@ def run_load(target: str, requests: list, clients: int, duration_s: float, sampl
     lat: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
-    start_evt = threading.Barrier(clients + 1)
+    start_evt = threading.Barrier(clients + 1, timeout=120)
     t_stop = [0.0]
     finished = [0.0]
 
@@ -1128,8 +1128,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({timed_s:.0f} s); threads {threads}; score cache off except where it says cache hit"
     )
     print(
-        "cpu ms: CPU time the bench, the torch worker, the sidecars"
-        + (" and the OpenSearch node" if os_pid else "")
+        "cpu ms: CPU time the bench, the torch worker"
+        + (", the sidecars and the OpenSearch node" if os_pid else " and the sidecars")
         + " used per request (median); "
         f"others: CPU share\nthe rest of the machine used meanwhile (median); quiet: p50 over requests with others < {args.quiet_share:.0%}"
     )

@@ -3,25 +3,33 @@
 One run prints, for the project's realistic requests (bench/rerank_bench.py `build_requests`: 10 queries x
 100 Myntra candidates, ~25.6 tokens per pair), interleaved in blocks so a noisy shared machine hits every
 path alike:
-- p50 / p95 / min latency (ms) per request (tokenization + all forward passes + the score array) and
-  pairs/s of every path, and its p50 ratio against `sentence_transformers.CrossEncoder.predict(batch_size=32)`
-  on the same model (run in a worker process so torch's OpenMP threads never share a process with ORT);
+- per path: p50 / p95 / min latency (ms) per request (tokenization + all forward passes + the score array),
+  CPU ms per request (all threads of the process doing the work), pairs/s, the p50 ratio against
+  `sentence_transformers.CrossEncoder.predict(batch_size=32)` on the same model (run, with the torch backend,
+  in a worker process so torch's OpenMP threads never share a process with ORT), the median share of the
+  CPUs other processes used meanwhile (/proc/stat) and the p50 over the "quiet" requests only (others
+  below --quiet-share): on a shared machine compare paths by CPU ms and quiet p50;
 - quality of each quantized variant against ONNX fp32 on the same 10 requests: mean top-10 overlap and
   mean Spearman of the 100 candidates' order, max |logit difference|; and ONNX fp32 against the torch
-  logits (target max |diff| <= 1e-4).
+  logits (target max |diff| <= 1e-4);
+- the export manifest's agreement on the calibration queries and, with --judgments, judged nDCG@10 per variant.
 
-Paths (`--suite`, comma-separated; default all):
-- variants: fp32 un-fused (ORT_ENABLE_ALL at load), fp32 fused (onnxruntime.transformers optimizer),
-  dynamic int8 (fused graph: per-channel / per-tensor / reduce_range; un-fused graph), static int8 with
-  activation ranges calibrated on catalog pairs (QDQ, QOperator); 2 threads, the core's sub-batches
-  (length-sorted, longest first, max(25, 2048 // width) pairs);
-- layout: on int8 and fp32: sub-batch token budgets 1024..8192, one batch of 100, 1 intra-op thread,
-  spin-waiting on, I/O binding.
+Paths (`--suite`, comma-separated; default variants,layout):
+- variants: every `--variants` export (names of fashion_rerank.onnx_export.RECIPES and EXTRA_RECIPES below:
+  fp32 compact / hf / optimizer-fused graphs, dynamic int8 per-channel / per-tensor / reduce_range / uint8
+  weights on each graph, static int8 QDQ and QOperator calibrated on 512 catalog pairs, mixed precision)
+  with the backend defaults (layout "split", passes <= 1024 tokens) under the core's sub-batches
+  (length-sorted, longest first, max(25, 2048 // width) pairs); plus "int8-hf intra 2048 (ref cfg)", the
+  configuration of docs/reference's cpu-rerank-measurements addendum (151 ms there), to scale by;
+- layout (on --layout-variants): layouts "intra" and "split" x passes of 512 / 1024 / 2048 / 8192 tokens,
+  one pass of 100, 1 intra-op thread, spin-waiting threads, I/O binding;
+- --grpc VARIANT: also `Rerank` through a `fashion-rerank serve` sidecar (FR_SERVE_BACKEND=onnx, score cache
+  off) serving that variant.
 
 Model: `--model DIR` (a saved CrossEncoder), `--registry DIR [--model-name NAME]` (its current version), or by
 default an untrained cross-encoder built from the packaged all-MiniLM-L6-v2 backbone with a seeded random
-head (speed as any MiniLM-L6 cross-encoder; quality figures only indicative). Exports go to `--work`
-(default /tmp/onnx-explore/<model>/onnx, reused unless --reexport), never into a registry folder.
+head (speed as any MiniLM-L6 cross-encoder; quality figures only indicative). Exports go to `--work-root`
+(default /tmp/onnx-explore/<model>-<hash>/onnx, reused unless --reexport), never into a registry folder.
 
     .venv/bin/python bench/onnx_explore.py [--requests 30] [--suite variants,layout] [--registry DIR] [--json out.json]
 """
@@ -50,6 +58,43 @@ import numpy as np  # noqa: E402
 
 #: Extra variants built for the exploration (beyond fashion_rerank.onnx_export.RECIPES).
 EXTRA_RECIPES = {
+    # mixed precision: dynamic int8 except the named weight MatMuls (roles of fashion_rerank.onnx_export.matmul_roles)
+    "int8-mix-ffn2": {
+        "method": "dynamic",
+        "source": "compact",
+        "format": "QOperator",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": False,
+        "keep_fp32": ["ffn_down"],
+    },
+    "int8-mix-up": {
+        "method": "dynamic",
+        "source": "compact",
+        "format": "QOperator",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": False,
+        "keep_fp32": ["ffn_up"],
+    },
+    "int8-mix-qkv": {
+        "method": "dynamic",
+        "source": "compact",
+        "format": "QOperator",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": False,
+        "keep_fp32": ["query", "key", "value"],
+    },
+    "int8-mix-l05": {
+        "method": "dynamic",
+        "source": "compact",
+        "format": "QOperator",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": False,
+        "keep_fp32": ["layer0", "layer5"],
+    },
     "int8-pt": {
         "method": "dynamic",
         "source": "compact",
@@ -98,6 +143,10 @@ EXPLORE_VARIANTS = (
     "int8-fused",
     "int8-static",
     "int8-static-qop",
+    "int8-mix-ffn2",
+    "int8-mix-up",
+    "int8-mix-qkv",
+    "int8-mix-l05",
 )
 SMALL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "vocab.txt")
 
@@ -163,6 +212,22 @@ def prepare_model(args) -> tuple[Path, str]:
     return folder, "random-head-ce"
 
 
+def load_judged(path: str, split: str) -> list[tuple[str, str, float]]:
+    """(query, product text, grade 0-3) rows of a labeling judgments JSONL store (fields query, text, grade,
+    split), one per (query, text), only split `split` ("" = all)."""
+    rows, seen = [], set()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if r.get("grade") is None or not r.get("text") or (split and r.get("split") != split):
+                continue
+            key = (r["query"], r["text"])
+            if key not in seen:
+                seen.add(key)
+                rows.append((r["query"], r["text"], float(r["grade"])))
+    return rows
+
+
 def prepare_exports(model_dir: Path, label: str, args, variants) -> Path:
     """A shadow folder <work>/<label>-<hash>/ with the model's tokenizer/config files and onnx/ exports."""
     weights = next((model_dir / f for f in ("model.safetensors", "pytorch_model.bin") if (model_dir / f).exists()), None)
@@ -180,7 +245,12 @@ def prepare_exports(model_dir: Path, label: str, args, variants) -> Path:
         print(f"exporting {model_dir} -> {shadow / 'onnx'} ({', '.join(variants)}) ...", flush=True)
         t0 = time.monotonic()
         cal = calibration_pairs(args.calibration_pairs)
-        export_cross_encoder(model_dir, shadow / "onnx", calibration_pairs=cal, variants=variants, recipes=EXTRA_RECIPES)
+        judged = load_judged(args.judgments, args.judged_split) if args.judgments else None
+        if judged:
+            print(f"  judged nDCG@10 on {len(judged)} {args.judged_split!r} judgments of {args.judgments}", flush=True)
+        export_cross_encoder(
+            model_dir, shadow / "onnx", calibration_pairs=cal, variants=variants, recipes=EXTRA_RECIPES, judged=judged
+        )
         print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
     return shadow
 
@@ -261,6 +331,7 @@ class Sidecar:
         version, folder = reg.new_version_dir()
         shutil.copytree(shadow, folder, dirs_exist_ok=True)
         set_gate(folder / "onnx", variant, decided_by="bench/onnx_explore.py --grpc")
+        (folder / "card.json").write_text(json.dumps({"version": version, "purpose": "bench/onnx_explore.py --grpc"}))
         reg.promote(version, reason="onnx explore")
         with socket.socket() as sk:
             sk.bind(("127.0.0.1", 0))
@@ -372,39 +443,45 @@ def build_paths(
     paths = {}
     cache = {}
 
-    def be(variant, th=threads, spin=False, layout="intra"):
-        k = (variant, th, spin, layout)
+    def be(variant, th=threads, spin=False, layout="split", max_tokens=1024):
+        k = (variant, th, spin, layout, max_tokens)
         if k not in cache:
-            cache[k] = OnnxBackend(shadow, variant=variant, threads=th, spinning=spin, verify=False, layout=layout)
+            cache[k] = OnnxBackend(
+                shadow, variant=variant, threads=th, spinning=spin, verify=False, layout=layout, max_tokens=max_tokens
+            )
         return cache[k]
 
+    core = "core sub-batches max(25, 2048 // width)"
     if "variants" in suites:
         for v in EXPLORE_VARIANTS:
             if v in variants_present and v in variants_wanted:
                 b = be(v)
-                paths[f"onnx {v}"] = (lambda q, d, b=b: b.score(q, d), f"{v}, {threads} threads, sub-batches max(25, 2048//w)")
+                paths[f"onnx {v}"] = (lambda q, d, b=b: b.score(q, d), f"{v}: backend defaults (split, 1024), {core}")
+        if "int8-hf" in variants_present:
+            # the reference document's configuration (plain graph, dynamic int8, 2 intra-op threads, 2048 tokens)
+            b = be("int8-hf", layout="intra", max_tokens=2048)
+            paths["onnx int8-hf intra 2048 (ref cfg)"] = (lambda q, d, b=b: b.score(q, d), "reference configuration")
     if "layout" in suites:
         for v in layout_variants:
             if v not in variants_present:
                 continue
-            b = be(v)
-            for sub, tok in ((1, 512), (1, 1024), (1, 4096), (1, 8192), (100, 1)):
-                label = f"onnx {v} one batch" if sub == 100 else f"onnx {v} budget {tok}"
-                paths[label] = (lambda q, d, b=b, s=sub, t=tok: b.score(q, d, sub_batch=s, sub_batch_tokens=t), label)
-            b1 = be(v, th=1)
-            paths[f"onnx {v} 1 thread"] = (lambda q, d, b=b1: b.score(q, d), f"{v}, 1 intra-op thread")
-            if threads > 1:
-                bsp = be(v, layout="split")
-                paths[f"onnx {v} split"] = (lambda q, d, b=bsp: b.score(q, d), f"{v}, {threads} x 1-thread parts")
-                for tok in (512, 1024, 4096):
-                    paths[f"onnx {v} split {tok}"] = (
-                        lambda q, d, b=bsp, t=tok: b.score(q, d, sub_batch=1, sub_batch_tokens=t),
-                        f"split, budget {tok}",
+            for layout in ["intra", "split"] if threads > 1 else ["intra"]:
+                for mt in (512, 1024, 2048, 8192):
+                    b = be(v, layout=layout, max_tokens=mt)
+                    paths[f"onnx {v} {layout} {mt}"] = (
+                        lambda q, d, b=b: b.score(q, d),
+                        f"{layout}, passes <= {mt} tokens, {core}",
                     )
-            bs = be(v, spin=True)
-            paths[f"onnx {v} spinning"] = (lambda q, d, b=bs: b.score(q, d), f"{v}, spin-waiting threads")
+            b = be(v, layout="intra", max_tokens=1 << 20)
+            paths[f"onnx {v} intra one batch"] = (lambda q, d, b=b: b.score(q, d, sub_batch=10_000), "one pass of 100 pairs")
+            b = be(v, th=1, layout="intra")
+            paths[f"onnx {v} 1 thread 1024"] = (lambda q, d, b=b: b.score(q, d), "1 intra-op thread, 1024")
+            for layout in ["intra", "split"] if threads > 1 else ["intra"]:
+                b = be(v, spin=True, layout=layout)
+                paths[f"onnx {v} {layout} 1024 spin"] = (lambda q, d, b=b: b.score(q, d), "spin-waiting threads")
             if v == "int8":
-                paths[f"onnx {v} io-binding"] = (io_binding_scorer(b), f"{v}, I/O binding")
+                b = be(v, layout="intra")
+                paths[f"onnx {v} intra 1024 io-binding"] = (io_binding_scorer(b, 1, 1024), "I/O binding")
     return paths, cache
 
 
@@ -412,6 +489,18 @@ def busy_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine from /proc/stat (USER_HZ, 10 ms each)."""
     f = list(map(int, open("/proc/stat").readline().split()[1:]))
     return sum(f) - f[3] - f[4], sum(f)
+
+
+def wait_quiet(max_wait_s: float, share: float = 0.05, window_s: float = 1.0) -> bool:
+    """Wait (at most `max_wait_s`) until the machine is idle: busy < `share` of all CPUs over `window_s`."""
+    end = time.monotonic() + max_wait_s
+    while time.monotonic() < end:
+        b0, t0 = busy_jiffies()
+        time.sleep(window_s)
+        b1, t1 = busy_jiffies()
+        if (b1 - b0) < share * max(1, t1 - t0):
+            return True
+    return False
 
 
 def summary(ms: list[float], pairs: int) -> dict:
@@ -459,6 +548,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0.15,
         help="a request counts as quiet when the rest of the machine used less than this share of the CPUs",
     )
+    ap.add_argument("--judgments", default=None, help="labeling judgments JSONL: judged nDCG@10 per variant at export")
+    ap.add_argument("--judged-split", default="test", help="judgments split used (default test; '' = all)")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each path's block wait up to S seconds for an idle machine (busy < 5%% over 1 s)",
+    )
+    ap.add_argument("--max-seconds", type=float, default=0.0, help="stop timing after this long (report what was done)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -527,9 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     done = 0
     t_start = time.monotonic()
     loads = []
-    while done < args.requests:
+    deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
+    while done < args.requests and (deadline is None or time.monotonic() < deadline):
         n = min(args.block, args.requests - done)
         for name, spec in timed.items():
+            if args.wait_quiet:
+                wait_quiet(args.wait_quiet)
             for i in range(done, done + n):
                 q, d = requests[i % len(requests)]
                 b0, j0 = busy_jiffies()
@@ -561,8 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_name = "CrossEncoder.predict(bs 32)"
     ref_p50 = rows[ref_name]["p50_ms"] if ref_name in rows else None
     print(
-        f"\ntimed {args.requests} requests per path in blocks of {args.block} ({time.monotonic() - t_start:.0f} s); "
-        f"load average during: {min(loads):.1f}-{max(loads):.1f}"
+        f"\ntimed {done} requests per path in blocks of {args.block} ({time.monotonic() - t_start:.0f} s); "
+        f"load average during: {min(loads, default=0):.1f}-{max(loads, default=0):.1f}"
     )
     print(
         "cpu ms: CPU time of the process serving the path, all its threads (on a loaded machine the best\n"
@@ -573,14 +675,14 @@ def main(argv: list[str] | None = None) -> int:
         f"(/proc/stat); others: that share, median"
     )
     print(
-        f"{'path':<34} {'p50 ms':>8} {'p95 ms':>8} {'min ms':>8} {'cpu ms':>8} {'pairs/s':>8} {'predict/p50':>12}"
+        f"{'path':<36} {'p50 ms':>8} {'p95 ms':>8} {'min ms':>8} {'cpu ms':>8} {'pairs/s':>8} {'predict/p50':>12}"
         f" {'others':>7} {'quiet p50 (n)':>14}"
     )
     for k, r in rows.items():
         ratio = f"{ref_p50 / r['p50_ms']:11.2f}x" if ref_p50 else " " * 12
         qp = f"{r['quiet_p50_ms']:8.1f} ({r['quiet_n']:3d})" if r["quiet_p50_ms"] is not None else "      - (  0)"
         print(
-            f"{k:<34} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['min_ms']:8.1f} {r['cpu_p50_ms']:8.1f} "
+            f"{k:<36} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['min_ms']:8.1f} {r['cpu_p50_ms']:8.1f} "
             f"{r['pairs_per_s']:8.0f} {ratio} {r['others_share_p50']:7.0%} {qp}"
         )
 
@@ -588,10 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     quality = {}
     base = scores.get("onnx fp32")
     if base is None and "fp32" in present:
-        b = backends.get(("fp32", threads, False))
         from reranker.backends.onnx_backend import OnnxBackend
 
-        b = b or OnnxBackend(shadow, variant="fp32", threads=threads, verify=False)
+        b = OnnxBackend(shadow, variant="fp32", threads=threads, verify=False)
         base = [b.score(q, d) for q, d in requests]
     print(f"\nquality vs ONNX fp32 on the {len(requests)} requests (mean over queries):")
     print(f"{'variant':<20} {'top-10 overlap':>15} {'Spearman':>9} {'max |dlogit|':>13}")
@@ -604,6 +705,13 @@ def main(argv: list[str] | None = None) -> int:
             a = agreement(base, scores[k])
             quality[k[5:]] = a
             print(f"{k[5:]:<20} {a['top10_overlap']:15.3f} {a['spearman']:9.4f} {a['max_abs_diff']:13.2e}")
+    print("\nexport manifest: agreement with fp32 on the calibration queries, judged nDCG@10, gate:")
+    for v, i in manifest["variants"].items():
+        a = i.get("agreement") or {}
+        nd = f"nDCG@10 {a['ndcg10']:.4f} (fp32 {a['ndcg10_fp32']:.4f}, {a.get('judged_pairs')} pairs)" if "ndcg10" in a else ""
+        ag = f"top-10 {a['top10_overlap']:.3f} Spearman {a['spearman']:.4f}" if a.get("top10_overlap") is not None else ""
+        print(f"  {v:<16} {ag:<36} {nd}")
+    print(f"  gate: {manifest.get('gate')}")
     print("\nvariant files: " + ", ".join(f"{v} {i['bytes'] / 2**20:.0f} MiB" for v, i in manifest["variants"].items()))
     if args.json:
         Path(args.json).write_text(

@@ -56,8 +56,11 @@ def session_options(threads: int | None = None, spinning: bool = False):
     """ORT session options used by the project's ONNX models.
 
     intra-op threads = `threads` (default: the CPU quota of this process), 1 inter-op thread, sequential
-    execution, ORT_ENABLE_ALL, and no spin-waiting of idle pool threads (`spinning=False`: on the shared
-    2-vCPU machine spinning cost 15-20 % under load and gained nothing alone; bench/onnx_explore.py).
+    execution, ORT_ENABLE_ALL, and no spin-waiting of idle pool threads (`spinning=False`). Measured with
+    bench/onnx_explore.py on the shared 2-vCPU machine (cross-encoder int8, 100 pairs, 2 intra-op threads):
+    spinning cost 1.5x wall and CPU time per request while other processes were busy (p50 451 vs 305 ms,
+    CPU 456 vs 298 ms) and was within noise on a quiet machine (180 vs 197 ms with 2 intra-op threads,
+    217 vs 203 ms with the backend's "split" layout).
     """
     import onnxruntime as ort
 

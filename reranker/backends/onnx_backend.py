@@ -16,10 +16,23 @@ Variant choice (`variant=`): "auto" loads `gate.serve` when it is allowed and lo
 provider "auto" loads fp32 (the int8 graphs' integer ops run on CPU kernels only). A named variant
 ("fp32", "int8", ...) loads exactly that one or raises.
 
-Session: `fashion_rerank.onnx_embedding.session_options`: intra-op threads = `threads` (default: set by
-`prepare`, else the CPU quota), one inter-op thread, sequential execution, ORT_ENABLE_ALL on the
-pre-fused graph, no spin-waiting. Measured on the project machine (2 vCPU Zen 5, 100 Myntra candidates,
-bench/onnx_explore.py): see the figures in the module `DEFAULTS` comment below.
+Execution (defaults measured with bench/onnx_explore.py on the project's 2-vCPU machine (a Zen 4 VM that day), 100 Myntra
+candidates of ~25.6 tokens; figures in the report of the change and in that script's output):
+- session options `fashion_rerank.onnx_embedding.session_options`: ORT_ENABLE_ALL (ORT's own load-time
+  fusions on the exported graph), sequential execution, one inter-op thread, no spin-waiting;
+- `run` sorts the pairs it gets by length and cuts them into forward passes of at most `max_tokens`
+  (512) padded tokens whatever sub-batch the core formed: smaller passes keep the activations in cache
+  (CPU time per request, int8, split layout: 271 ms at 512, 298 at 1024, 331 at 2048; intra layout 326,
+  349, 367, 386 at 512..8192, 451 for one pass of 100);
+- layout "split" (default when threads > 1 on CPU): the passes of one call run at once on `threads`
+  threads with one ORT intra-op thread each, instead of one pass at a time on `threads` intra-op threads
+  ("intra"): less CPU time and no waiting at the per-operator barriers of ORT's thread pool (int8, quiet
+  machine, same run: p50 158.5 ms split/512 against 194.5 ms intra/512 and 260 ms on 1 thread);
+- I/O binding brought nothing on CPU (inputs are already contiguous numpy arrays) and is not used.
+
+Dynamic int8 quantizes each forward pass's activations with one scale per tensor, so an int8 score
+depends slightly on which other pairs share the pass (up to ~0.01 in the logit); fp32 scores do not
+(layouts and pass sizes agree to ~1e-7).
 """
 
 from __future__ import annotations
@@ -98,9 +111,10 @@ class OnnxBackend(Backend):
         device: "cpu", "cuda[:n]", or None/"auto".
         verify: check each file's sha256 against the manifest before loading (~0.1 s per 90 MB).
         spinning: let idle intra-op threads spin-wait (ORT's default); off by default (see the module docstring).
-        layout: "intra" (one forward pass at a time on `threads` ORT intra-op threads) or "split" (each
-            sub-batch cut into `threads` interleaved parts run at once, one ORT thread each; CPU only).
-        min_split: "split" runs a sub-batch whole below 2 x this many pairs.
+        layout: "split" (default: the forward passes of a call run at once on `threads` threads, one ORT
+            thread each; CPU only) or "intra" (one pass at a time on `threads` ORT intra-op threads).
+        min_split: "split" runs a sub-batch on one thread below 2 x this many pairs.
+        max_tokens: padded tokens per forward pass at most (`run` cuts larger sub-batches).
 
     Attributes:
         variant: the variant served ("fp32", "int8", ...).
@@ -125,8 +139,9 @@ class OnnxBackend(Backend):
         default_max_length: int = DEFAULT_MAX_LENGTH,
         verify: bool = True,
         spinning: bool = False,
-        layout: str = "intra",
+        layout: str = "split",
         min_split: int = 8,
+        max_tokens: int = 512,
     ):
         from fashion_rerank.onnx_embedding import default_providers, session_options
 
@@ -151,6 +166,7 @@ class OnnxBackend(Backend):
             raise ValueError(f"layout {layout!r}: 'intra' or 'split'")
         self.layout = "split" if layout == "split" and threads > 1 and not on_gpu else "intra"
         self.min_split = max(1, int(min_split))
+        self.max_tokens = max(1, int(max_tokens))
         so = session_options(1 if self.layout == "split" else threads, spinning=spinning)
         self._pool = None
         if self.layout == "split":
@@ -213,20 +229,49 @@ class OnnxBackend(Backend):
 
     # -- inference
     def run(self, encoded: Encoded, indices: np.ndarray) -> np.ndarray:
+        """Logits (len(indices),) float32 for the pairs `indices` of `encoded`.
+
+        The pairs are sorted by length (longest first) and cut into forward passes of at most
+        `max_tokens` padded tokens (so whatever sub-batch the caller forms, each pass keeps its activations
+        in cache: 512-1024 tokens measured best, 4096+ up to 1.3x slower). With layout "split" the passes
+        are spread over `threads` threads (largest first, each to the least-loaded thread; a single pass is
+        first cut into interleaved parts), one ORT thread each.
+        """
         indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) == 0:
+        n = len(indices)
+        if n == 0:
             return np.zeros(0, dtype=np.float32)
-        if self._pool is None or len(indices) < 2 * self.min_split:
-            return self._forward(encoded, indices)
-        # layout "split": the sub-batch is cut into `threads` interleaved parts (each keeps the same
-        # length profile, so each pads alike) that run at once, one ORT thread each.
-        n = min(self._parts, len(indices) // self.min_split)
-        pos = [np.arange(i, len(indices), n) for i in range(n)]
-        futures = [self._pool.submit(self._forward, encoded, indices[p]) for p in pos[1:]]
-        out = np.empty(len(indices), dtype=np.float32)
-        out[pos[0]] = self._forward(encoded, indices[pos[0]])
-        for p, f in zip(pos[1:], futures):
-            out[p] = f.result()
+        lens = encoded.lengths[indices]
+        order = np.argsort(-lens, kind="stable")
+        passes: list[np.ndarray] = []
+        start = 0
+        while start < n:
+            size = max(1, self.max_tokens // max(1, int(lens[order[start]])))
+            passes.append(order[start : start + size])
+            start += size
+        out = np.empty(n, dtype=np.float32)
+        if self._pool is None or n < 2 * self.min_split:
+            for pos in passes:
+                out[pos] = self._forward(encoded, indices[pos])
+            return out
+        parts = min(self._parts, n // self.min_split)
+        if len(passes) < parts:  # too few passes to share: cut each into interleaved parts of like lengths
+            passes = [p[i::parts] for p in passes for i in range(parts)]
+        groups: list[list[np.ndarray]] = [[] for _ in range(parts)]
+        load = [0] * parts
+        for pos in sorted(passes, key=lambda p: -len(p) * int(lens[p].max())):
+            j = load.index(min(load))
+            groups[j].append(pos)
+            load[j] += len(pos) * int(lens[pos].max())
+
+        def work(group: list[np.ndarray]) -> None:
+            for pos in group:
+                out[pos] = self._forward(encoded, indices[pos])
+
+        futures = [self._pool.submit(work, g) for g in groups[1:] if g]
+        work(groups[0])
+        for f in futures:
+            f.result()
         return out
 
     def _forward(self, encoded: Encoded, indices: np.ndarray) -> np.ndarray:
@@ -254,5 +299,5 @@ def prepare(threads: int | None = None) -> None:
 
 def load(path: str | Path, **kwargs) -> OnnxBackend:
     """Load a registry version folder on ONNX Runtime; kwargs: variant, threads, version, max_length,
-    default_max_length, providers, device, verify (see OnnxBackend)."""
+    default_max_length, providers, device, verify, spinning, layout, min_split, max_tokens (see OnnxBackend)."""
     return OnnxBackend(path, **kwargs)

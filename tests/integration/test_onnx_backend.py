@@ -89,13 +89,17 @@ def test_fp32_onnx_logits_equal_torch(ce_dir):
         a, b = tb.run(et, idx), ob.run(eo, idx)  # one padded batch
         assert a.dtype == b.dtype == np.float32
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
-    # the length-sorted sub-batch path as well
-    np.testing.assert_allclose(
-        ob.score(qs[0], ds, sub_batch=3, sub_batch_tokens=1),
-        tb.score(qs[0], ds, sub_batch=3, sub_batch_tokens=1),
-        atol=1e-4,
-        rtol=0,
-    )
+    # the length-sorted sub-batch path as well, the default "split" layout (passes on 2 threads) on 48 pairs,
+    # the "intra" layout with small passes, and the exact pair lengths
+    many = ds * 6
+    ref = tb.score(qs[0], many, sub_batch=3, sub_batch_tokens=1)
+    np.testing.assert_allclose(ob.score(qs[0], many, sub_batch=3, sub_batch_tokens=1), ref, atol=1e-4, rtol=0)
+    assert ob.layout == "split"
+    np.testing.assert_allclose(ob.score(qs[0], many), ref, atol=1e-4, rtol=0)
+    intra = load_onnx(ce_dir, variant="fp32", threads=2, layout="intra", max_tokens=128)
+    np.testing.assert_allclose(intra.score(qs[0], many), ref, atol=1e-4, rtol=0)
+    assert np.array_equal(ob.pair_tokens(qs[0], ds), tb.pair_tokens(qs[0], ds))
+    assert ob.pair_tokens(qs[0], ds).max() > 64  # not truncated
     assert ob.query_tokens("red midi dress") == tb.query_tokens("red midi dress") == 3
 
 

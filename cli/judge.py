@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from fashion_rerank.settings import JudgeServerSettings
+from fashion_rerank.settings import JudgeServerSettings, LabelSettings
 from labeling.judge_server import ReferenceJudge
 
 
@@ -35,4 +36,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """`fashion-rerank judge calibrate`: grade human-labelled pairs with the judge and report agreement.
+
+    With the reference judge and no base URL, the judge runs in-process on a free port (with `--faults`, if
+    given). Writes `<out>/judgments.jsonl` (resumable), `<out>/calibration.json` and `<out>/report.md`.
+    Returns 0, or 1 with a message when the labels cannot be read or the judge cannot be used.
+    """
+    import json
+
+    from labeling.calibration import ESCI_SAMPLE, calibrate
+    from labeling.grading import JudgeConfigError
+
+    over = {
+        k: v
+        for k, v in (
+            ("judge_model", args.judge_model),
+            ("base_url", args.base_url),
+            ("budget_usd", args.budget_usd),
+            ("concurrency", args.concurrency),
+        )
+        if v is not None
+    }
+    settings = LabelSettings(**over)
+    server = None
+    if settings.base_url is None and settings.is_reference_judge():
+        server = ReferenceJudge("127.0.0.1", 0, settings.judge_model, args.faults or "")
+        server.start()
+        settings = settings.model_copy(update={"base_url": server.url})
+        print(f"reference judge (a rubric, NOT an LLM) in-process at {server.url}", flush=True)
+    elif args.faults:
+        print("error: --faults applies to the in-process reference judge only")
+        return 1
+    human = args.human or str(ESCI_SAMPLE)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = calibrate(human, settings, out / "judgments.jsonl", limit=args.limit, progress=True)
+    except (FileNotFoundError, ValueError, JudgeConfigError) as exc:
+        print(f"error: {exc}")
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+    for n, why in result.labels.skipped:
+        print(f"skipped {human} line {n}: {why}")
+    lines = [f"human labels: {human} ({len(result.labels.pairs)} pairs, {len(result.labels.skipped)} rows skipped)"]
+    lines += result.agreement.lines()
+    (out / "calibration.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(
+        "# Judge calibration\n\n"
+        + "\n".join(f"    {x}" for x in lines)
+        + "\n\nGrading run:\n\n"
+        + "\n".join(f"    {x}" for x in result.grading.lines())
+        + "\n",
+        encoding="utf-8",
+    )
+    print("\n".join(lines))
+    print(f"wrote {out / 'report.md'}, {out / 'calibration.json'}")
     return 0

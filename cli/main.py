@@ -8,6 +8,7 @@
                                                    the cross-encoder in the model registry
     fashion-rerank refresh                         the labeling job: sample -> grade -> train -> evaluate -> promote
     fashion-rerank judge serve                     the reference judge (a rubric, not an LLM), OpenAI-compatible
+    fashion-rerank judge calibrate --human FILE    the judge's agreement with human labels (kappa, Spearman)
     fashion-rerank opensearch start | stop | status | install-pipeline | uninstall-pipeline
     fashion-rerank demo                            the whole system end to end (what `make demo` runs)
     fashion-rerank status                          what runs, which model serves, the alias and its index, the logs
@@ -77,7 +78,8 @@ def _index(sub: argparse._SubParsersAction) -> None:
         help="index a fashion catalog into a new versioned k-NN index and move the alias",
         description="Read a catalog, embed rerank_text with the bi-encoder (cached), bulk-index into a new "
         "versioned index and move the alias atomically; or update the live index in place with "
-        "--incremental. Exit codes: 0 indexed, 1 nothing indexed, 2 error.",
+        "--incremental. Exit codes: 0 indexed, 1 nothing indexed, 2 error, 3 partial (too many rows failed "
+        "or the count fell far below the previous index: alias not moved, new index kept; see --allow-partial).",
     )
     b.add_argument("--catalog", help="myntra (bundled), hm (H&M articles, see --hm-path) or a CSV/TSV/JSONL/Parquet path")
     b.add_argument("--limit", type=_positive_int, help="index only the first N valid products")
@@ -92,6 +94,12 @@ def _index(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--hm-path", help="path of the H&M articles file (or set FR_HM_ARTICLES)")
     b.add_argument("--alias", help="alias to write behind (default OPENSEARCH_INDEX_ALIAS, 'products')")
+    b.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="move the alias even when more than FR_INDEX_MAX_FAILED_SHARE of the rows failed or the new index holds "
+        "fewer than FR_INDEX_MIN_COUNT_RATIO of the previous one's documents (reasons still reported)",
+    )
     b.add_argument("--json", action="store_true", help="print the summary as JSON (all skipped rows included)")
     b.set_defaults(func=_handler("cli.index:cmd_index"), rollback=False)
     r = g.add_parser("rollback", help="move the alias back to the previous kept index")
@@ -226,6 +234,30 @@ def _judge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faults", default=None, help="failure injection, e.g. '429x2,slow=0.5' (see labeling.judge_server)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=_handler("cli.judge:cmd_serve"))
+    c = g.add_parser(
+        "calibrate",
+        help="grade human-labelled pairs with the configured judge and report agreement (kappa, Spearman, confusion)",
+    )
+    c.add_argument(
+        "--human",
+        default=None,
+        help="human labels: ESCI-style CSV(.gz) or CSV/JSONL with query, product_id, grade, text (default: the bundled "
+        "200-pair Amazon ESCI sample)",
+    )
+    c.add_argument("--out", type=Path, default=Path("reports/judge-calibration"), help="report folder (and its judgment store)")
+    c.add_argument("--limit", type=int, default=None, help="grade at most this many pairs")
+    c.add_argument(
+        "--faults",
+        default=None,
+        help="with the in-process reference judge only: failure injection, e.g. 'free-text' or 'grade=7' (labeling.judge_server)",
+    )
+    c.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v1)")
+    c.add_argument(
+        "--base-url", default=None, help="judge base URL (OPENAI_BASE_URL); unset with the reference judge: run it in-process"
+    )
+    c.add_argument("--budget-usd", type=float, default=None, help="stop grading at this spend (FR_LABEL_BUDGET_USD)")
+    c.add_argument("--concurrency", type=int, default=None, help="judge requests in flight")
+    c.set_defaults(func=_handler("cli.judge:cmd_calibrate"))
 
 
 # ------------------------------------------------------------------------------------------ opensearch

@@ -14,7 +14,7 @@ GROUPS = {
     "index": {"build", "rollback"},
     "model": {"train", "evaluate", "promote", "rollback"},
     "labels": {"grade", "stats", "export"},
-    "judge": {"serve"},
+    "judge": {"serve", "calibrate"},
     "opensearch": {"start", "stop", "status", "install-pipeline", "uninstall-pipeline"},
 }
 

@@ -11,6 +11,7 @@ from opensearchpy.exceptions import TransportError
 
 from fashion_rerank.opensearch import make_client
 from fashion_rerank.settings import ModelSettings, OpenSearchSettings, cpu_quota
+from indexer.gate import PartialIndexError
 from indexer.index import AliasConflictError, IndexLifecycleError, rollback_alias
 from indexer.run import run_index
 
@@ -23,7 +24,12 @@ def positive_int(text: str) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    """`fashion-rerank index build` (and `index rollback`): exit 0 indexed, 1 nothing indexed, 2 error."""
+    """`fashion-rerank index build` (and `index rollback`).
+
+    Exit 0 indexed, 1 nothing indexed, 2 error, 3 partial: the partial-index gate refused a full build
+    (alias not moved, new index kept) or an incremental run failed above FR_INDEX_MAX_FAILED_SHARE; the
+    summary goes to stdout as usual and the reasons (failed ids and why) to stderr.
+    """
 
     os_settings = OpenSearchSettings()
     alias = args.alias or os_settings.index_alias
@@ -46,7 +52,12 @@ def cmd_index(args: argparse.Namespace) -> int:
             mapping=args.mapping,
             hm_path=args.hm_path,
             progress=not args.json,
+            allow_partial=getattr(args, "allow_partial", False),
         )
+    except PartialIndexError as exc:
+        print(json.dumps(exc.summary.to_dict(), indent=2, default=str) if args.json else exc.summary.format())
+        print("error: partial index: " + "\n  ".join(exc.reasons), file=sys.stderr)
+        return 3
     except (FileNotFoundError, ValueError, IndexLifecycleError, AliasConflictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

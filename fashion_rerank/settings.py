@@ -135,9 +135,18 @@ class IndexSettings(BaseSettings):
     index (refresh is off during a full build and one explicit refresh makes all documents searchable).
 
     Bulk: `chunk_products` products per read -> text -> embed -> bulk step (bounds peak memory);
-    `bulk_docs` documents per `_bulk` request; per-item 429s are retried `max_retries` times with
-    exponential backoff from `initial_backoff_s` up to `max_backoff_s`; `request_timeout_s` is the
-    client timeout of each bulk/refresh/admin call.
+    `bulk_docs` documents per `_bulk` request and at most `max_chunk_bytes` bytes of request body
+    (default 10 MiB: the smallest HTTP payload limit of Amazon OpenSearch Service instance types; a
+    self-run node takes `http.max_content_length`, 100mb; one of our 384-d documents is ~5 KB of
+    JSON, so 500 of them are ~2.5 MB and the byte cap only bites on long product texts or bigger
+    vectors); per-item 429s are retried `max_retries` times with exponential backoff from
+    `initial_backoff_s` up to `max_backoff_s`; `request_timeout_s` is the client timeout of each
+    bulk/refresh/admin call.
+
+    Partial-index gate (indexer/gate.py says why): a full build whose failed rows exceed
+    `max_failed_share` of the rows read (duplicates aside), or whose new index holds fewer than
+    `min_count_ratio` of the previous index's documents, does not move the alias (`--allow-partial`
+    overrides; `max_failed_share=1` or `min_count_ratio=0` switch a rule off).
 
     Embedding precision: `embed_bf16` "auto" (default) runs the bi-encoder on CPU under bfloat16
     autocast when the CPU has native bf16 (`avx512_bf16` or `amx_bf16` in /proc/cpuinfo): measured 1.8x
@@ -162,6 +171,9 @@ class IndexSettings(BaseSettings):
     initial_backoff_s: float = Field(1.0, gt=0)
     max_backoff_s: float = Field(30.0, gt=0)
     request_timeout_s: float = Field(120.0, gt=0)
+    max_chunk_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="bytes of one _bulk request body at most")
+    max_failed_share: float = Field(0.005, ge=0, le=1, description="failed rows / rows read above which the alias stays")
+    min_count_ratio: float = Field(0.8, ge=0, le=1, description="new index count / previous count below which the alias stays")
     embed_bf16: Literal["auto", "on", "off"] = "auto"
 
     # -- reading an index (ours, or a team's own: fashion_rerank.schema)

@@ -6,6 +6,7 @@ Modules:
 - `embedding`: the bi-encoder with an embedding cache keyed by (model, text hash)
 - `index`:     mapping, versioned indices behind an alias, atomic alias swap, retention
 - `bulk`:      streaming bulk that reports each item, with 429 retries
+- `gate`:      the partial-index gate: whether a built index may go live behind the alias
 - `retrieval`: kNN search with filters inside the knn clause
 - `run`:       `fashion-rerank index`: the whole job and its summary
 """

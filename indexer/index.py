@@ -8,7 +8,9 @@ for rollback (`rollback_alias`); older ones are deleted.
 
 Completeness is recorded in the mapping `_meta` (`{"fashion_rerank": {"complete": true, ...}}`), set
 after the smoke query; an incomplete index older than the live one (a crashed build) is deleted by
-retention, a newer one (possibly a build in progress) is left alone.
+retention, a newer one (possibly a build in progress) is left alone. A build refused by the
+partial-index gate (indexer/gate.py) is marked `refused` and stays for inspection until a newer build
+goes live (it is then an incomplete index older than the live one).
 """
 
 from __future__ import annotations
@@ -213,6 +215,21 @@ def index_meta(client, index: str) -> dict:
 def mark_complete(client, index: str, **info: Any) -> None:
     """Record in the mapping `_meta` that `index` was fully built (with counts etc. in `info`)."""
     meta = {"complete": True, "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
+    client.indices.put_mapping(index=index, body={"_meta": {META_KEY: meta}})
+
+
+def mark_refused(client, index: str, reasons: list[str], **info: Any) -> None:
+    """Record in the mapping `_meta` that `index` was built but refused by the partial-index gate.
+
+    It stays `complete: false`, so it is never a rollback target; retention deletes it once a newer
+    build goes live. `reasons` are the gate's sentences (indexer/gate.py).
+    """
+    meta = {
+        "complete": False,
+        "refused": list(reasons),
+        "refused_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **info,
+    }
     client.indices.put_mapping(index=index, body={"_meta": {META_KEY: meta}})
 
 

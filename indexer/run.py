@@ -18,6 +18,15 @@ Bad input stops nothing: catalog rows (missing id, empty title, duplicate id, ma
 (zero, non-finite, wrong dimension) and per-item bulk errors are each recorded as `Skipped(row or id,
 reason)` in the summary and the rest goes on. When `run_index` returns, every indexed document is
 searchable (the index was refreshed).
+
+No partial index goes live (indexer/gate.py): after the refresh a full build compares the new index's
+count with the rows read and with the previous index; when too many rows failed
+(`FR_INDEX_MAX_FAILED_SHARE`, 0.5%) or the count fell too far (`FR_INDEX_MIN_COUNT_RATIO`, 80%) the alias
+stays where it was, the new index is kept (marked refused) and `PartialIndexError` is raised with the
+summary. In `--incremental` mode a product whose new row was rejected keeps its old document: it is
+listed in `summary.stale` (and retried by the next incremental run, since its stored hash is the old
+one); above the failed share the run raises `PartialIndexError` after its refresh. `allow_partial`
+turns both into notes.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 from opensearchpy import helpers
+from opensearchpy.exceptions import NotFoundError
 from tqdm import tqdm
 
 from fashion_rerank.embedding import EmbeddingCache, embed_with_cache, load_bi_encoder
@@ -44,6 +54,8 @@ from fashion_rerank.retrieval import VECTOR_FIELD
 from fashion_rerank.settings import IndexSettings, OpenSearchSettings
 from indexer.bulk import BulkResult, bulk_results
 from indexer.catalogs import Skipped, open_catalog
+from indexer.cluster import ClusterReport, cluster_report
+from indexer.gate import PartialIndexError, count_problems, failed_rows, failed_share, failure_digest, reason_kind, share_problem
 from indexer.index import (
     IndexLifecycleError,
     apply_retention,
@@ -53,6 +65,7 @@ from indexer.index import (
     finish_build,
     index_dimension,
     mark_complete,
+    mark_refused,
     smoke_query,
     swap_alias,
     unique_index_name,
@@ -78,6 +91,14 @@ class IndexSummary:
         skipped: every row or product not indexed, as `Skipped(row number or product id, reason)`.
         seconds: wall time of the whole run; `previous_index`: what the alias pointed to before;
         `deleted_indices`: old versions removed by retention; `notes`: anything worth telling the user.
+        previous_count / new_count: `_count` of the previous and of the new index at the gate (None: not
+            counted, e.g. incremental); `alias_moved`: whether this run moved the alias.
+        stale: incremental only, ids whose old document is still served although the catalog changed
+            (new row rejected) or dropped it (delete failed); each also has its reason in `skipped`.
+        refused: the partial-index gate's reasons (indexer/gate.py); non-empty with `alias_moved`
+            False means the build was refused, with `alias_moved` True that `allow_partial` overrode it.
+        cluster: the cluster's health after the run (`indexer.cluster.ClusterReport.to_dict`: status, nodes
+            present / expected, unassigned shards); None when it could not be read.
     """
 
     catalog: str
@@ -95,6 +116,22 @@ class IndexSummary:
     previous_index: str | None = None
     deleted_indices: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    previous_count: int | None = None
+    new_count: int | None = None
+    alias_moved: bool = False
+    stale: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    cluster: dict | None = None
+
+    @property
+    def failed(self) -> list[Skipped]:
+        """Skipped rows whose product is not in the index as read (all but duplicate-id rows)."""
+        return failed_rows(self.skipped)
+
+    @property
+    def failed_share(self) -> float:
+        """len(failed) / (rows read - duplicate rows), the share the gate compares with max_failed_share."""
+        return failed_share(self.read, self.skipped)
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -110,6 +147,9 @@ class IndexSummary:
         """JSON-ready dict, with `skipped` as [{row, reason}] and the derived figures added."""
         d = asdict(self)
         d["skipped_by_reason"] = self.skipped_by_reason
+        d["failed"] = len(self.failed)
+        d["failed_share"] = round(self.failed_share, 6)
+        d["failures"] = failure_digest(self.failed)
         d["products_per_s"] = round(self.products_per_s, 1)
         d["seconds"] = round(self.seconds, 2)
         return d
@@ -123,7 +163,18 @@ class IndexSummary:
             f"  embeddings: {self.embedded_computed} computed, {self.embedded_cached} from cache",
             f"  {self.seconds:.1f} s, {self.products_per_s:.0f} products/s",
         ]
-        if self.previous_index:
+        if self.failed:
+            lines.append(f"  failed {len(self.failed)} ({self.failed_share:.2%} of the rows read): {failure_digest(self.failed)}")
+        if self.stale:
+            ids = ", ".join(self.stale[:max_rows]) + (" ..." if len(self.stale) > max_rows else "")
+            lines.append(f"  STALE {len(self.stale)} documents still served from an older catalog row: {ids}")
+        for r in self.refused:
+            lines.append(f"  {'REFUSED' if not self.alias_moved and self.mode == 'full' else 'over the limit'}: {r}")
+        if self.mode == "full" and self.index and not self.alias_moved:
+            lines.append(
+                f"  alias {self.alias!r} NOT moved (still on {self.previous_index or 'nothing'}); {self.index} kept for inspection"
+            )
+        if self.previous_index and self.alias_moved:
             lines.append(f"  previous index {self.previous_index} kept for rollback")
         if self.deleted_indices:
             lines.append(f"  retention deleted {', '.join(self.deleted_indices)}")
@@ -134,14 +185,9 @@ class IndexSummary:
         if len(self.skipped) > max_rows:
             lines.append(f"    ... {len(self.skipped) - max_rows} more (use --json for all)")
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.cluster:
+            lines.append(f"  {ClusterReport(**{k: v for k, v in self.cluster.items() if k != 'missing_nodes'}).format()}")
         return "\n".join(lines)
-
-
-def reason_kind(reason: str) -> str:
-    """Group key of a skip reason: "duplicate id 123" -> "duplicate id", "invalid JSON: ..." -> "invalid JSON"."""
-    if reason.startswith("duplicate id"):
-        return "duplicate id"
-    return reason.split(":", 1)[0].strip()
 
 
 def vector_problem(vector: Any, dimension: int) -> str | None:
@@ -209,16 +255,25 @@ def _send(client, actions: list[dict], s: IndexSettings) -> _ChunkOutcome:
         client,
         actions,
         chunk_docs=s.bulk_docs,
+        max_chunk_bytes=s.max_chunk_bytes,
         max_retries=s.max_retries,
         initial_backoff_s=s.initial_backoff_s,
         max_backoff_s=s.max_backoff_s,
         request_timeout_s=s.request_timeout_s,
     ):
-        _count(out, r)
+        _tally(out, r)
     return out
 
 
-def _count(out: _ChunkOutcome, r: BulkResult) -> None:
+def _count(client, index: str, timeout_s: float) -> int | None:
+    """`_count` of `index`, None when it no longer exists."""
+    try:
+        return int(client.count(index=index, request_timeout=timeout_s)["count"])
+    except NotFoundError:
+        return None
+
+
+def _tally(out: _ChunkOutcome, r: BulkResult) -> None:
     if r.op == "delete":
         if r.ok or r.status == 404:  # 404: already gone, which is what was asked
             out.deleted += int(r.ok)
@@ -244,6 +299,7 @@ def run_index(
     use_cache: bool = True,
     settings: IndexSettings | None = None,
     progress: bool = True,
+    allow_partial: bool = False,
 ) -> IndexSummary:
     """Index a catalog into OpenSearch behind `alias` and return the summary.
 
@@ -259,6 +315,8 @@ def run_index(
         cache: an `EmbeddingCache` (default: the one in the cache folder); `use_cache=False` embeds everything.
         settings: IndexSettings (default from FR_INDEX_*).
         progress: show a tqdm progress bar on stderr (products; hidden when stderr is not a terminal).
+        allow_partial: serve a full build the partial-index gate refuses, and do not raise for an
+            incremental run over the failed share (the reasons become notes and `summary.refused`).
 
     Returns:
         IndexSummary. `summary.indexed == 0` means nothing was indexed (for a full build the alias was
@@ -269,6 +327,9 @@ def run_index(
         AliasConflictError: a concrete index has the alias's name.
         IndexLifecycleError: alias spans several indices, model/index dimension mismatch (incremental),
             index created without k-NN, failed smoke query.
+        PartialIndexError (an IndexLifecycleError): the partial-index gate refused the build (alias not
+            moved, new index kept) or an incremental run failed above the share; `.summary` is the
+            IndexSummary, `.reasons` the gate's sentences.
         opensearchpy exceptions: the cluster cannot be reached or refuses a whole request.
         A full build that raises deletes its half-built index; the alias is untouched.
     """
@@ -325,6 +386,8 @@ def run_index(
     )
     pending: Future | None = None
     swapped = False
+    refusal: PartialIndexError | None = None
+    replaced: set[str] = set()  # incremental: ids whose old document is being replaced or deleted
 
     def collect(fut: Future | None) -> None:
         if fut is not None:
@@ -342,10 +405,13 @@ def run_index(
                 if existing is not None:
                     todo = []
                     for i, (p, h) in enumerate(zip(chunk, hashes)):
-                        if existing.pop(p.id, None) == _source_hash(p, h):
+                        old = existing.pop(p.id, None)
+                        if old == _source_hash(p, h):
                             summary.unchanged += 1
                         else:
                             todo.append(i)
+                            if old is not None:
+                                replaced.add(p.id)
                 with _precision(encoder, s.embed_bf16):
                     vectors, computed = embed_with_cache(encoder, [texts[i] for i in todo], cache)
                 summary.embedded_computed += computed
@@ -374,6 +440,7 @@ def run_index(
             pending = None
             if existing and limit is None:
                 deletes = [{"_op_type": "delete", "_index": target, "_id": i} for i in existing]
+                replaced.update(existing)
                 collect(pool.submit(_send, client, deletes, s))
             elif existing:
                 summary.notes.append(
@@ -385,24 +452,62 @@ def run_index(
 
         if not full:
             client.indices.refresh(index=target, request_timeout=s.request_timeout_s)
+            summary.stale = [str(x.row) for x in summary.failed if isinstance(x.row, str) and x.row in replaced]
+            problem = share_problem(summary.read, summary.skipped, s)
+            if problem:
+                summary.refused = [problem]
+                if allow_partial:
+                    summary.notes.append(f"--allow-partial: {problem}")
+                else:
+                    refusal = PartialIndexError(
+                        [f"incremental update of {target} (in place, already live): {problem}"]
+                        + (
+                            [f"{len(summary.stale)} stale documents still served: {', '.join(summary.stale[:10])}"]
+                            if summary.stale
+                            else []
+                        ),
+                        summary,
+                    )
         elif summary.indexed == 0:
             client.indices.delete(index=target, ignore_unavailable=True)
             summary.notes.append(f"nothing was indexed: {target} deleted, alias {alias!r} left unchanged")
             summary.index = ""
         else:
             finish_build(client, target, s.refresh_interval, s.request_timeout_s)
-            smoke_query(client, target, smoke_vector, timeout_s=s.request_timeout_s)
-            mark_complete(
-                client,
-                target,
-                catalog=catalog_spec,
-                documents=summary.indexed,
-                dimension=dim,
-                model=getattr(encoder, "cache_key", ""),
+            summary.new_count = _count(client, target, s.request_timeout_s)
+            if summary.previous_index:
+                summary.previous_count = _count(client, summary.previous_index, s.request_timeout_s)
+            problem = share_problem(summary.read, summary.skipped, s)
+            summary.refused = ([problem] if problem else []) + count_problems(
+                indexed=summary.indexed,
+                new_count=summary.new_count or 0,
+                previous_index=summary.previous_index,
+                previous_count=summary.previous_count,
+                limit=limit,
+                settings=s,
             )
-            swap_alias(client, alias, target, s.request_timeout_s)
-            swapped = True
-            summary.deleted_indices = apply_retention(client, alias, s.keep)
+            if summary.refused and not allow_partial:
+                mark_refused(client, target, summary.refused, catalog=catalog_spec, documents=summary.new_count)
+                refusal = PartialIndexError(
+                    [f"alias {alias!r} not moved to {target}", *summary.refused]
+                    + [f"{target} kept for inspection; --allow-partial serves it anyway"],
+                    summary,
+                )
+            else:
+                if summary.refused:
+                    summary.notes.extend(f"--allow-partial: served despite: {r}" for r in summary.refused)
+                smoke_query(client, target, smoke_vector, timeout_s=s.request_timeout_s)
+                mark_complete(
+                    client,
+                    target,
+                    catalog=catalog_spec,
+                    documents=summary.indexed,
+                    dimension=dim,
+                    model=getattr(encoder, "cache_key", ""),
+                )
+                swap_alias(client, alias, target, s.request_timeout_s)
+                swapped = summary.alias_moved = True
+                summary.deleted_indices = apply_retention(client, alias, s.keep)
     except BaseException:
         bar.close()
         if full and target and not swapped:  # never delete an index the alias already serves
@@ -412,6 +517,10 @@ def run_index(
                 pass
         raise
     summary.seconds = time.perf_counter() - t0
+    report = cluster_report(client)
+    summary.cluster = report.to_dict() if report else None
+    if refusal is not None:
+        raise refusal
     return summary
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import uuid
 
 import pytest
@@ -96,16 +97,15 @@ def test_gate_rules_count_failed_rows_but_not_duplicates_and_respect_limit():
 
 
 def test_full_build_with_rejected_rows_keeps_the_alias_keeps_the_index_and_exits_3(
-    os_client, aliases, myntra_rows, tmp_path, capsys, monkeypatch
+    os_client, encoder, cache, aliases, myntra_rows, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setenv("FASHION_RERANK_CACHE", str(tmp_path / "cache"))
     alias = _name()
     aliases.append(alias)
     rows = [dict(r) for r in myntra_rows]
     path = _write_jsonl(tmp_path / "catalog.jsonl", rows)
-    assert main(["index", "build", "--catalog", path, "--alias", alias]) == 0
-    capsys.readouterr()
-    (live,) = alias_indices(os_client, alias)
+    live = run_index(path, alias=alias, client=os_client, encoder=encoder, cache=cache, progress=False).index
+    assert alias_indices(os_client, alias) == [live]
     assert os_client.count(index=alias)["count"] == 60
 
     bad = [rows[i]["id"] for i in (4, 17, 33)]
@@ -228,6 +228,62 @@ class _BulkSpy:
             return real(method, url, *args, **kwargs)
 
         client.transport.perform_request = perform_request
+
+
+class _BlockOneBulk:
+    """Puts a real `read_only_allow_delete` block on the index written by the `nth` `_bulk` request while
+    it is sent (OpenSearch answers each of its items 429) and lifts it `lift_after_s` later."""
+
+    def __init__(self, client, admin, nth: int, lift_after_s: float = 0.0):
+        self.seen = 0
+        real = client.transport.perform_request
+
+        def perform_request(method, url, *args, **kwargs):
+            if not url.endswith("/_bulk"):
+                return real(method, url, *args, **kwargs)
+            self.seen += 1
+            if self.seen != nth:
+                return real(method, url, *args, **kwargs)
+            body = kwargs.get("body", args[2] if len(args) > 2 else "")
+            index = json.loads(body.splitlines()[0])["index"]["_index"]
+            admin.indices.put_settings(index=index, body={"index.blocks.read_only_allow_delete": True})
+            lift = threading.Timer(
+                lift_after_s, lambda: admin.indices.put_settings(index=index, body={"index.blocks.read_only_allow_delete": None})
+            )
+            try:
+                return real(method, url, *args, **kwargs)
+            finally:
+                lift.start()
+                lift.join()
+
+        client.transport.perform_request = perform_request
+
+
+def test_429s_left_after_the_retries_count_as_failed_rows_and_retried_ones_do_not(
+    os_client, encoder, cache, aliases, myntra_rows, tmp_path
+):
+    alias = _name()
+    aliases.append(alias)
+    path = _write_jsonl(tmp_path / "catalog.jsonl", myntra_rows)
+    first = run_index(path, alias=alias, client=os_client, encoder=encoder, cache=cache, progress=False)
+
+    # 3 documents per request; the 4th request meets a write block and retries are off: 3 real 429s
+    s = IndexSettings(bulk_docs=3, max_retries=0)
+    client = make_client()
+    _BlockOneBulk(client, os_client, nth=4)
+    with pytest.raises(PartialIndexError) as caught:
+        run_index(path, alias=alias, client=client, encoder=encoder, cache=cache, settings=s, progress=False)
+    summ = caught.value.summary
+    assert [x.reason.split(":")[0] for x in summ.failed] == ["bulk 429 cluster_block_exception"] * 3
+    assert summ.new_count == 57 and alias_indices(os_client, alias) == [first.index]
+    assert "3 x bulk 429 cluster_block_exception" in caught.value.reasons[1]
+
+    # with retries the block lifted after 1 s is waited out: nothing failed, the alias moves
+    s = IndexSettings(bulk_docs=3, max_retries=4, initial_backoff_s=0.5, max_backoff_s=2)
+    client = make_client()
+    _BlockOneBulk(client, os_client, nth=4, lift_after_s=1.0)
+    ok = run_index(path, alias=alias, client=client, encoder=encoder, cache=cache, settings=s, progress=False)
+    assert ok.failed == [] and ok.new_count == 60 and ok.alias_moved
 
 
 def test_max_chunk_bytes_from_the_environment_splits_bulk_requests_and_indexes_everything(

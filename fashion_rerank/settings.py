@@ -137,9 +137,9 @@ class IndexSettings(BaseSettings):
     Bulk: `chunk_products` products per read -> text -> embed -> bulk step (bounds peak memory);
     `bulk_docs` documents per `_bulk` request and at most `max_chunk_bytes` bytes of request body
     (default 10 MiB: the smallest HTTP payload limit of Amazon OpenSearch Service instance types; a
-    self-run node takes `http.max_content_length`, 100mb; one of our 384-d documents is ~5 KB of
-    JSON, so 500 of them are ~2.5 MB and the byte cap only bites on long product texts or bigger
-    vectors); per-item 429s are retried `max_retries` times with exponential backoff from
+    self-run node takes `http.max_content_length`, 100mb; one of our 384-d Myntra documents is 4.06 KB
+    of JSON on average (measured over 2,000), so 500 of them are ~2 MB and the byte cap only bites on
+    long product texts or bigger vectors); per-item 429s are retried `max_retries` times with exponential backoff from
     `initial_backoff_s` up to `max_backoff_s`; `request_timeout_s` is the client timeout of each
     bulk/refresh/admin call.
 

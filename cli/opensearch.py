@@ -7,13 +7,18 @@ import json
 import sys
 
 from fashion_rerank import local_node
-from fashion_rerank.opensearch import make_client
+from fashion_rerank.opensearch import explain_error, make_client
 from fashion_rerank.settings import NodeSettings, OpenSearchSettings
 from reranker.pipeline.bodies import example_search_body, request_plan
 from reranker.pipeline.cluster import InstallReport
 from reranker.pipeline.install import install_pipeline
 from reranker.pipeline.options import InstallError, InstallOptions
 from reranker.pipeline.uninstall import uninstall_pipeline
+
+
+def _access_hint(exc: InstallError) -> str | None:
+    """The kernel's one-line explanation when `exc` came from bad credentials or an untrusted certificate."""
+    return explain_error(exc.__cause__) if exc.__cause__ is not None else None
 
 
 def _how_to_call(opts: InstallOptions, report: InstallReport) -> str:
@@ -65,7 +70,7 @@ def cmd_install_pipeline(args: argparse.Namespace) -> int:
     try:
         report = install_pipeline(client, opts, out=print)
     except InstallError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_access_hint(exc) or exc}", file=sys.stderr)
         return 1
     print("nothing changed (already installed)" if not report.changed else "done")
     print(_how_to_call(opts, report))
@@ -78,7 +83,7 @@ def cmd_uninstall_pipeline(args: argparse.Namespace) -> int:
     try:
         uninstall_pipeline(make_client(), args.pipeline, out=print)
     except InstallError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_access_hint(exc) or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -248,6 +248,15 @@ class ServeSettings(BaseSettings):
     http_max_body_bytes: int = Field(
         2_000_000, gt=0, description="HTTP front: largest request body (TEI's --payload-limit default)"
     )
+    # gRPC front: bearer-token auth and TLS / mutual TLS (reranker.grpc_auth); health stays open
+    grpc_api_key: SecretStr | None = Field(
+        None, description="gRPC: require metadata `authorization: Bearer <key>` (health excepted); unset/empty = no auth"
+    )
+    grpc_tls_cert: Path | None = Field(None, description="gRPC: PEM certificate file; with grpc_tls_key the port serves TLS")
+    grpc_tls_key: Path | None = Field(None, description="gRPC: PEM private key file of grpc_tls_cert")
+    grpc_tls_client_ca: Path | None = Field(
+        None, description="gRPC: PEM CA bundle; set, clients must present a certificate it signed (mutual TLS)"
+    )
 
     # -- limits
     max_documents: int = Field(1000, gt=0, description="documents per Rerank request / top_k per Search")

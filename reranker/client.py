@@ -42,6 +42,32 @@ def to_document(doc: DocumentLike) -> reranker_pb2.Document:
     raise TypeError(f"cannot turn {type(doc).__name__} into a Document")
 
 
+class _BearerMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call of a plaintext channel."""
+
+    def __init__(self, token: str):
+        self._md = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        return d._replace(metadata=[*(d.metadata or ()), self._md]) if hasattr(d, "_replace") else _Details(d, self._md)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, d, md):
+        self.method, self.timeout, self.credentials = d.method, d.timeout, d.credentials
+        self.wait_for_ready, self.compression = getattr(d, "wait_for_ready", None), getattr(d, "compression", None)
+        self.metadata = [*(d.metadata or ()), md]
+
+
 class RerankerClient:
     """Client of a running sidecar.
 
@@ -49,20 +75,38 @@ class RerankerClient:
         target: "host:port" of the gRPC server.
         timeout: default per-call deadline in seconds (None: no deadline).
         max_message_bytes: max send/receive message size on this channel.
+        token: bearer token sent as `authorization: Bearer <token>` (the server's FR_SERVE_GRPC_API_KEY).
+        tls: connect with TLS (implied by `root_certificates` or `client_cert`); system roots unless
+            `root_certificates` (PEM bytes of a private CA) are given.
+        client_cert, client_key: PEM bytes of a client certificate for mutual TLS.
     """
 
     def __init__(
-        self, target: str = "127.0.0.1:50051", timeout: float | None = 30.0, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        target: str = "127.0.0.1:50051",
+        timeout: float | None = 30.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        client_cert: bytes | None = None,
+        client_key: bytes | None = None,
     ):
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if tls or root_certificates or client_cert:
+            creds = grpc.ssl_channel_credentials(root_certificates, client_key, client_cert)
+            if token:
+                creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+            if token:  # call credentials need TLS; on plaintext the metadata is added by an interceptor
+                self.channel = grpc.intercept_channel(self.channel, _BearerMetadata(token))
         self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
         self.tei = tei_pb2_grpc.RerankStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)

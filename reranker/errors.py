@@ -35,3 +35,7 @@ class OpenSearchUnavailableError(RerankError):
 
 class IndexNotFoundError(RerankError):
     """The index or alias to search does not exist (Search)."""
+
+
+class UnauthenticatedError(RerankError):
+    """The caller gave no valid credentials (bearer token) for a front that requires them."""

@@ -24,6 +24,7 @@ from fashion_rerank import __version__
 from fashion_rerank.product import ATTRIBUTE_FIELDS, Product, rerank_text
 from fashion_rerank.settings import ServeSettings
 from fashion_rerank.v1 import reranker_pb2, reranker_pb2_grpc, tei_pb2, tei_pb2_grpc
+from reranker import grpc_auth
 from reranker.core import ScoreResult, ScoringCore
 from reranker.core.request import check_fits, validate_request
 from reranker.errors import (
@@ -370,7 +371,8 @@ class GrpcServer:
     """The sidecar's gRPC server: Reranker, tei.v1.Rerank, tei.v1.Info, grpc.health.v1.Health and reflection.
 
     Args:
-        settings: host, port (0 = free port), workers, message size limit.
+        settings: host, port (0 = free port), workers, message size limit, and who may call
+            (`reranker.grpc_auth`: TLS / mutual TLS, bearer token; health stays open).
         core: the scoring core.
         metrics: optional Metrics.
         search: optional `reranker.search.SearchService` (Search answers INTERNAL without it).
@@ -390,6 +392,7 @@ class GrpcServer:
             _futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc"),
             options=opts,
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=grpc_auth.interceptors(settings, metrics),
         )
         reranker = RerankerServicer(core, settings, metrics, search)
         tei = TeiRerankServicer(core, settings, metrics)
@@ -402,7 +405,10 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*self.SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
-        self.port = self.server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        credentials = grpc_auth.server_credentials(settings)  # None: plaintext
+        self.tls = credentials is not None
+        self.port = self.server.add_secure_port(address, credentials) if credentials else self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.grpc_host}:{settings.grpc_port}")
 

@@ -16,6 +16,7 @@ import time
 from fashion_rerank.opensearch import make_client
 from fashion_rerank.registry import ModelRegistry, SingleModel
 from fashion_rerank.settings import ModelSettings, OpenSearchSettings, ServeSettings
+from reranker import grpc_auth
 from reranker.core import ScoringCore
 from reranker.grpc_front import GrpcServer
 from reranker.metrics import Metrics
@@ -161,7 +162,11 @@ def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | 
     sidecar = Sidecar(settings, registry)
     sidecar.start()
     version = sidecar.core.model_version
-    log.info("gRPC listening on %s (fashion_rerank.v1.Reranker, tei.v1.Rerank, health, reflection)", sidecar.target)
+    log.info(
+        "gRPC listening on %s (fashion_rerank.v1.Reranker, tei.v1.Rerank, health, reflection; %s)",
+        sidecar.target,
+        grpc_auth.describe(settings),
+    )
     if sidecar.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, sidecar.metrics_port)
     if sidecar.http_front is not None:

@@ -10,6 +10,7 @@
 | OpenSearchUnavailableError | UNAVAILABLE          | 503         | unhealthy        |
 | IndexNotFoundError         | NOT_FOUND            | 404         | validation       |
 | BackendError               | INTERNAL             | 500         | backend          |
+| UnauthenticatedError       | UNAUTHENTICATED      | 401         | unauthorized     |
 | anything else              | INTERNAL             | 500         | backend          |
 
 gRPC itself answers RESOURCE_EXHAUSTED for a message above `max_message_bytes`.
@@ -28,6 +29,7 @@ from reranker.errors import (
     OpenSearchUnavailableError,
     QueueFullError,
     TooLargeError,
+    UnauthenticatedError,
 )
 
 
@@ -50,6 +52,7 @@ TABLE: tuple[tuple[type[BaseException], Status], ...] = (
     (OpenSearchUnavailableError, Status("UNAVAILABLE", 503, "unhealthy")),
     (IndexNotFoundError, Status("NOT_FOUND", 404, "validation")),
     (BackendError, Status("INTERNAL", 500, "backend")),
+    (UnauthenticatedError, Status("UNAUTHENTICATED", 401, "unauthorized")),
 )
 #: The answer to anything not in TABLE.
 UNEXPECTED = Status("INTERNAL", 500, "backend")

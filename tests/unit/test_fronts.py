@@ -21,6 +21,7 @@ from reranker.errors import (
     OpenSearchUnavailableError,
     QueueFullError,
     TooLargeError,
+    UnauthenticatedError,
 )
 from reranker.grpc_front import GrpcServer, status_for
 from reranker.search import SearchService
@@ -78,13 +79,14 @@ def test_one_status_table_for_both_fronts():
         OpenSearchUnavailableError("x"): ("UNAVAILABLE", 503),
         IndexNotFoundError("x"): ("NOT_FOUND", 404),
         BackendError("x"): ("INTERNAL", 500),
+        UnauthenticatedError("x"): ("UNAUTHENTICATED", 401),
         RuntimeError("unexpected"): ("INTERNAL", 500),
     }
     for exc, (grpc_code, http) in cases.items():
         st = status_of(exc)
         assert (st.grpc, st.http) == (grpc_code, http)
         assert status_for(exc) == grpc.StatusCode[grpc_code]
-    assert status_of(RuntimeError()) is UNEXPECTED and len(TABLE) == 8
+    assert status_of(RuntimeError()) is UNEXPECTED and len(TABLE) == 9
 
 
 def _hits(texts):

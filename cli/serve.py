@@ -60,13 +60,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    target = args.target
-    if target is None:
-        from fashion_rerank.settings import ServeSettings
-
-        s = ServeSettings()
-        target = f"{s.grpc_host}:{s.grpc_port}"
-    with RerankerClient(target, timeout=args.timeout) as client:
+    # the sidecar's own settings give its port, TLS (FR_SERVE_GRPC_TLS_CERT, trusting FR_SERVE_GRPC_TLS_CA) and token
+    with RerankerClient.from_settings(ServeSettings(), target=args.target, timeout=args.timeout) as client:
         try:
             resp = client.search(args.query, top_k=args.top_k, top_n=args.top_n, filters=filters, index=args.index or "")
         except grpc.RpcError as exc:

@@ -38,12 +38,10 @@ def sidecar_status(serve: ServeSettings) -> dict[str, Any]:
     if not _open(serve.grpc_host, serve.grpc_port):
         return out
     try:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from reranker.client import RerankerClient
 
-        with grpc.insecure_channel(out["grpc"]) as ch:
-            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=PROBE_TIMEOUT_S)
-        out["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        with RerankerClient.from_settings(serve, timeout=PROBE_TIMEOUT_S) as client:  # TLS when the sidecar has it
+            out["health"] = client.health(timeout=PROBE_TIMEOUT_S)
         out["running"] = True
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         out["health"] = f"error: {exc}"

@@ -257,6 +257,11 @@ class ServeSettings(BaseSettings):
     grpc_tls_client_ca: Path | None = Field(
         None, description="gRPC: PEM CA bundle; set, clients must present a certificate it signed (mutual TLS)"
     )
+    grpc_tls_ca: Path | None = Field(
+        None,
+        description="gRPC: PEM CA bundle the project's own clients (fashion-rerank search, status) trust for this "
+        "sidecar's certificate; unset: the system roots",
+    )
 
     # -- limits
     max_documents: int = Field(1000, gt=0, description="documents per Rerank request / top_k per Search")

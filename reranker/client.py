@@ -111,6 +111,25 @@ class RerankerClient:
         self.tei = tei_pb2_grpc.RerankStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
+    @classmethod
+    def from_settings(cls, settings, target: str | None = None, timeout: float | None = 30.0) -> "RerankerClient":
+        """A client for the sidecar that `settings` (`ServeSettings`) describe: its host and port (or `target`),
+        TLS when `grpc_tls_cert` is set (trusting `grpc_tls_ca`, else the system roots) and its
+        `grpc_api_key` as the bearer token. Mutual TLS is not covered (the project's clients hold no
+        client certificate). Raises OSError when `grpc_tls_ca` cannot be read."""
+        key = settings.grpc_api_key
+        token = (key.get_secret_value() if hasattr(key, "get_secret_value") else key) or None
+        tls = settings.grpc_tls_cert is not None
+        roots = open(settings.grpc_tls_ca, "rb").read() if tls and settings.grpc_tls_ca else None
+        return cls(
+            target or f"{settings.grpc_host}:{settings.grpc_port}",
+            timeout=timeout,
+            max_message_bytes=settings.max_message_bytes,
+            token=token,
+            tls=tls,
+            root_certificates=roots,
+        )
+
     def rerank(
         self,
         query: str,

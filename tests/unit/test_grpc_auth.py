@@ -165,3 +165,19 @@ def test_token_never_logged(serve, caplog):
         _code(lambda: bad.rerank("red dress", DOCS))
     assert TOKEN not in caplog.text and "tok-wrong-2" not in caplog.text
     assert TOKEN not in repr(server.settings) and TOKEN not in str(server.settings.model_dump())
+
+
+def test_the_projects_own_clients_follow_the_sidecar_settings(serve, pki):
+    """`fashion-rerank search` and `status` build their client from the sidecar's settings: TLS + CA + token."""
+    from cli.status import sidecar_status
+
+    server = serve(grpc_api_key=TOKEN, grpc_tls_cert=pki.node, grpc_tls_key=pki.node_key)
+    port = int(server.target.rsplit(":", 1)[1])
+    client_view = ServeSettings(
+        grpc_port=port, grpc_api_key=TOKEN, grpc_tls_cert=pki.node, grpc_tls_ca=pki.ca, metrics_port=-1, http_port=0
+    )
+    with RerankerClient.from_settings(client_view, timeout=5) as c:
+        assert len(c.rerank("red dress", DOCS).results) == 2
+    assert sidecar_status(client_view)["health"] == "SERVING"
+    plaintext_view = client_view.model_copy(update={"grpc_tls_cert": None})
+    assert sidecar_status(plaintext_view)["health"].startswith("error")

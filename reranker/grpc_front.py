@@ -35,6 +35,7 @@ from reranker.errors import (
     RerankError,
     TooLargeError,
 )
+from reranker.grpc_decode import DecodeCheck, UndecodableRequest
 from reranker.status import status_of
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def _rpc(method: str) -> Callable:
             t0 = time.monotonic()
             code = grpc.StatusCode.OK
             try:
+                if isinstance(request, UndecodableRequest):  # bytes that do not parse: reranker.grpc_decode
+                    raise request.error
                 return fn(servicer, request, context)
             except RerankError as exc:
                 code = status_for(exc)
@@ -392,7 +395,7 @@ class GrpcServer:
             _futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc"),
             options=opts,
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-            interceptors=grpc_auth.interceptors(settings, metrics),
+            interceptors=[*grpc_auth.interceptors(settings, metrics), DecodeCheck(self.SERVICES)],
         )
         reranker = RerankerServicer(core, settings, metrics, search)
         tei = TeiRerankServicer(core, settings, metrics)

@@ -32,7 +32,8 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
 
     Raises:
         TooLargeError: the body is (or declares, by Content-Length) more than `max_bytes` bytes (413).
-        InvalidInputError: the body is not valid JSON / UTF-8, or not an object (400).
+        InvalidInputError: the body is not valid JSON / UTF-8, is nested deeper than the interpreter's recursion
+            limit (about 1,000 levels), or is not an object (400).
     """
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
@@ -46,6 +47,8 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:  # json's C scanner recurses per nesting level: `[[[[...` 1,000 deep is this
+        raise InvalidInputError("request body is not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidInputError(f"request body must be a JSON object, got {type(body).__name__}")
     return body

@@ -697,3 +697,249 @@ def stop(settings: NodeSettings | None = None, grace_s: float = 60.0) -> bool:
         os.kill(pid, signal.SIGKILL)
     (root / "node.pid").unlink(missing_ok=True)
     return True
+
+
+# ------------------------------------------------------------------------------------ local cluster
+# A multi-node cluster on one machine, for fault tests (tests/integration/test_cluster.py): each node its
+# own config folder (OPENSEARCH_PATH_CONF), data, logs and pid file under `<node root>/cluster-<http port>/`,
+# all run from the one `knn` installation. Nothing here touches the single development node above (its
+# config, pid file or port).
+
+
+@dataclass
+class ClusterNode:
+    """One node of a `LocalCluster`: its name, ports, folder and process id (None once stopped)."""
+
+    name: str
+    http_port: int
+    transport_port: int
+    dir: Path
+    pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+@dataclass
+class LocalCluster:
+    """A local multi-node cluster started by `start_cluster`.
+
+    `url` lists every node comma-separated (what `OPENSEARCH_URL` takes: the client fails over between
+    them); `urls` are the nodes' own URLs."""
+
+    name: str
+    root: Path
+    nodes: list[ClusterNode]
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.urls)
+
+    def running(self) -> list[ClusterNode]:
+        """The nodes whose process is alive."""
+        return [n for n in self.nodes if n.pid is not None and _alive(n.pid)]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (an exited child not yet reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _cluster_config(node: ClusterNode, cluster: str, seeds: list[str], managers: list[str]) -> dict:
+    return {
+        "cluster.name": cluster,
+        "node.name": node.name,
+        "network.host": "127.0.0.1",
+        "http.port": node.http_port,
+        "transport.port": node.transport_port,
+        "discovery.seed_hosts": seeds,
+        "cluster.initial_cluster_manager_nodes": managers,
+        "path.data": str(node.dir / "data"),
+        "path.logs": str(node.dir / "logs"),
+        "cluster.routing.allocation.disk.threshold_enabled": False,
+        "action.auto_create_index": True,
+    }
+
+
+def start_cluster(
+    nodes: int = 3,
+    base_http_port: int = 9210,
+    base_transport_port: int = 9310,
+    heap: str = "512m",
+    plugins: str = "knn",
+    settings: NodeSettings | None = None,
+    timeout_s: float | None = None,
+) -> LocalCluster:
+    """Start a fresh `nodes`-node cluster on 127.0.0.1 and return it once green with every node joined.
+
+    Node i listens on HTTP `base_http_port + i` and transport `base_transport_port + i`, with a `heap`
+    JVM heap (512 MB each by default: three nodes and their JVM overhead take about 2.5 GB); every node
+    is cluster-manager-eligible and a data node. Each start wipes the cluster's previous data (a test
+    cluster). The installation is `install(plugin sets, settings)` (k-NN always), shared with the dev node.
+
+    Raises:
+        NodeError: a port is already in use (the shared dev node's port included: never touched), Java
+            is missing, or the cluster is not green with all nodes within `timeout_s` (default
+            `settings.start_timeout_s`; the nodes started are stopped again).
+    """
+    settings = settings or NodeSettings()
+    rel = release(settings.version)
+    sets = plugin_sets(plugins)
+    wanted = {name for s in sets for _, name in rel.plugins[s]}
+    http_ports = [base_http_port + i for i in range(nodes)]
+    transport_ports = [base_transport_port + i for i in range(nodes)]
+    root = node_root() / f"cluster-{base_http_port}"
+    stop_leftover_cluster(root)
+    busy = [p for p in http_ports + transport_ports if _port_open("127.0.0.1", p)]
+    if busy:
+        raise NodeError(f"cannot start a {nodes}-node cluster: ports {busy} on 127.0.0.1 are in use")
+    paths = install(sets, settings)
+    java_home = _java_home(settings, rel.version)
+    name = f"fr-cluster-{base_http_port}"
+    shutil.rmtree(root, ignore_errors=True)
+    members = [ClusterNode(f"{name}-{i}", http_ports[i], transport_ports[i], root / f"node-{i}") for i in range(nodes)]
+    cluster = LocalCluster(name, root, members)
+    seeds = [f"127.0.0.1:{p}" for p in transport_ports]
+    managers = [n.name for n in members]
+    ids = _service_user()
+    for node in members:
+        conf = node.dir / "config"
+        shutil.copytree(paths.home / "config", conf)
+        (conf / "opensearch.yml").write_text(
+            "".join(f"{k}: {json.dumps(v)}\n" for k, v in _cluster_config(node, name, seeds, managers).items())
+        )
+        jvm = conf / "jvm.options"
+        text = re.sub(r"^-Xms\S+$", f"-Xms{heap}", jvm.read_text(), flags=re.M)
+        jvm.write_text(re.sub(r"^-Xmx\S+$", f"-Xmx{heap}", text, flags=re.M))
+        (node.dir / "data").mkdir()
+        (node.dir / "logs").mkdir()
+    if ids:
+        _chown_tree(root, ids)
+    print(f"starting a {nodes}-node OpenSearch {rel.version} cluster {name} on ports {http_ports} ...", flush=True)
+    try:
+        for node in members:
+            env = dict(
+                os.environ,
+                OPENSEARCH_JAVA_HOME=java_home,
+                OPENSEARCH_PATH_CONF=str(node.dir / "config"),
+                OPENSEARCH_JAVA_OPTS=f"-Xms{heap} -Xmx{heap}",
+            )
+            env.pop("JAVA_TOOL_OPTIONS", None)
+            if ids:
+                env["HOME"] = str(node.dir)
+            with open(node.dir / "logs" / "stdout.log", "ab") as out:
+                proc = subprocess.Popen(
+                    [str(paths.home / "bin" / "opensearch")],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=node.dir,
+                    start_new_session=True,
+                    user=ids[0] if ids else None,
+                    group=ids[1] if ids else None,
+                    extra_groups=[] if ids else None,
+                )
+            node.pid = proc.pid
+            (node.dir / "node.pid").write_text(f"{proc.pid}\n")
+        wait_cluster(cluster, nodes, "green", timeout_s or settings.start_timeout_s, wanted)
+    except BaseException:
+        stop_cluster(cluster)
+        raise
+    return cluster
+
+
+def cluster_health(url: str) -> dict:
+    """`_cluster/health` of the node at `url` (one node's URL), {} when it does not answer."""
+    got = _get(f"{url}/_cluster/health", timeout=5)
+    return got if isinstance(got, dict) else {}
+
+
+def wait_cluster(cluster: LocalCluster, nodes: int, status: str, timeout_s: float, plugins: set[str] | None = None) -> dict:
+    """Wait until a running node reports `nodes` nodes and at least `status` (green > yellow); its health.
+
+    Raises:
+        NodeError: not so within `timeout_s`, or a node process exited (the end of its log is in the message).
+    """
+    deadline = time.monotonic() + timeout_s
+    ok = {"green": ("green",), "yellow": ("yellow", "green")}[status]
+    while time.monotonic() < deadline:
+        for node in cluster.nodes:
+            if node.pid is not None and not _alive(node.pid):
+                log = node.dir / "logs" / f"{cluster.name}.log"
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else ""
+                raise NodeError(f"cluster node {node.name} (pid {node.pid}) exited; end of its log:\n{tail}")
+        for node in cluster.running():
+            h = _get(f"{node.url}/_cluster/health?wait_for_nodes={nodes}&wait_for_status={status}&timeout=2s", timeout=5)
+            if (
+                isinstance(h, dict)
+                and h.get("number_of_nodes") == nodes
+                and h.get("status") in ok
+                and (not plugins or all(plugins <= installed_plugins(n.url) for n in cluster.running()))
+            ):
+                return h
+            break
+        time.sleep(1.0)
+    raise NodeError(f"cluster {cluster.name} did not reach {status} with {nodes} nodes within {timeout_s:.0f}s")
+
+
+def stop_cluster_node(cluster: LocalCluster, index: int, kill: bool = False, grace_s: float = 60.0) -> None:
+    """Stop node `index` of `cluster`: SIGTERM (a clean leave) or, with `kill`, SIGKILL (a crash)."""
+    node = cluster.nodes[index]
+    if node.pid is None:
+        return
+    pid = node.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while Path(f"/proc/{pid}").exists():
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our child: reaped
+                break
+        if not _alive(pid):  # a zombie of another parent
+            break
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + grace_s
+        time.sleep(0.2)
+    node.pid = None
+    (node.dir / "node.pid").unlink(missing_ok=True)
+
+
+def stop_leftover_cluster(root: Path) -> list[int]:
+    """Stop the nodes an earlier, interrupted run left running from cluster folder `root` (their pid
+    files, checked against the process's command line); returns the pids stopped."""
+    stopped = []
+    for pidfile in sorted(root.glob("node-*/node.pid")):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if str(pidfile.parent / "config") in cmdline and _alive(pid):
+            node = ClusterNode(pidfile.parent.name, 0, 0, pidfile.parent, pid)
+            stop_cluster_node(LocalCluster(root.name, root, [node]), 0, grace_s=30.0)
+            stopped.append(pid)
+    return stopped
+
+
+def stop_cluster(cluster: LocalCluster, remove_data: bool = True) -> None:
+    """Stop every node of `cluster` (SIGTERM, SIGKILL after a grace period) and remove its folder
+    (unless `remove_data` is False)."""
+    for node in cluster.nodes:
+        if node.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, signal.SIGTERM)
+    for i in range(len(cluster.nodes)):
+        stop_cluster_node(cluster, i, grace_s=30.0)
+    if remove_data:
+        shutil.rmtree(cluster.root, ignore_errors=True)

@@ -52,6 +52,10 @@ for _name in ("opensearch", "opensearchpy.trace"):
 def make_client(settings: OpenSearchSettings | None = None, **overrides) -> OpenSearch:
     """An opensearch-py client for `OPENSEARCH_URL` with auth, TLS verification/CA and an explicit timeout.
 
+    `OPENSEARCH_URL` may list several nodes of one cluster, comma-separated (`http://os-1:9200,http://os-2:9200`):
+    opensearch-py then spreads requests over them (round robin) and, when one does not answer, marks it dead
+    for a while and retries the request on another (up to `max_retries` times), so losing one node costs no
+    request (tests/integration/test_cluster.py).
     `overrides` are passed to `OpenSearch(...)` (e.g. `max_retries=0`). No connection is made here.
 
     Raises:
@@ -61,7 +65,7 @@ def make_client(settings: OpenSearchSettings | None = None, **overrides) -> Open
     if s.ca_certs and not Path(s.ca_certs).is_file():
         raise FileNotFoundError(f"OPENSEARCH_CA_CERTS={s.ca_certs}: no such file (a PEM bundle of the cluster's CA)")
     kwargs = dict(
-        hosts=[s.url],
+        hosts=hosts(s.url),
         timeout=s.timeout_s,
         verify_certs=s.verify_certs if s.url.startswith("https") else False,
         ssl_show_warn=False,
@@ -106,3 +110,15 @@ def explain_error(exc: BaseException, settings: OpenSearchSettings | None = None
     ):
         return f"OpenSearch at {s.url} closed the connection: if the cluster serves HTTPS, use OPENSEARCH_URL=https://..."
     return None
+
+
+def hosts(url: str) -> list[str]:
+    """The node URLs in `OPENSEARCH_URL`: one URL, or several separated by commas (blanks ignored).
+
+    Raises:
+        ValueError: no URL at all.
+    """
+    out = [u.strip() for u in url.split(",") if u.strip()]
+    if not out:
+        raise ValueError(f"OPENSEARCH_URL names no node: {url!r}")
+    return out

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from fashion_rerank.opensearch import make_client
+from fashion_rerank.opensearch import hosts, make_client
 from fashion_rerank.registry import ModelRegistry, SingleModel
 from fashion_rerank.settings import ModelSettings, OpenSearchSettings, ServeSettings
 from reranker import grpc_auth
@@ -90,7 +90,9 @@ class Sidecar:
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.start_http(s.metrics_host, s.metrics_port)
         self.core.start()
-        client = make_client(self.opensearch, max_retries=0, timeout=s.knn_timeout_s)
+        # no retry against one node (the Search budget is better spent failing open); with several nodes in
+        # OPENSEARCH_URL a refused or dropped connection is retried once on each other node (timeouts are not)
+        client = make_client(self.opensearch, max_retries=len(hosts(self.opensearch.url)) - 1, timeout=s.knn_timeout_s)
         self.querylog = QueryLogger.from_settings(s, client if s.querylog_index else None, self.metrics)
         self.querylog.start()
         encoder = self._encoder

@@ -205,6 +205,7 @@ def start(
     """
     settings = settings or NodeSettings()
     rel = local_node.release(settings.version)
+    _stop_stale(_base(rel.version))
     for port in (http_port, transport_port):
         if local_node._port_open("127.0.0.1", port):
             raise local_node.NodeError(f"port {port} on 127.0.0.1 is in use; stop what holds it or choose other ports")
@@ -254,6 +255,17 @@ def start(
     raise local_node.NodeError(
         f"secured OpenSearch at {node.url} was not ready within {timeout_s:.0f}s; end of its log:\n{_tail(logs)}"
     )
+
+
+def _stop_stale(base: Path) -> None:
+    """Stop a secured node a previous, killed run left behind (its pid file names a live process of this home)."""
+    try:
+        pid = int((base / "node.pid").read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return
+    if str(base / "home") in cmdline:
+        stop(SecureNode("", "", "", None, pid, base / "home", base / "data", base / "logs"))  # type: ignore[arg-type]
 
 
 def _tail(logs: Path, n: int = 40) -> str:

@@ -18,7 +18,7 @@ from labeling.evaluate import cross_encoder_scorer, evaluate_queries
 from labeling.grading import JudgeConfigError
 from labeling.label import run_labeling
 from labeling.refresh import refresh
-from labeling.store import JudgmentStore, to_srw
+from labeling.store import JudgmentStore, StoreWriteError, to_srw
 from labeling.train import train_candidate
 
 
@@ -59,7 +59,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     s = _settings(args)
     try:
         run = run_labeling(s, alias=args.alias, n_queries=args.queries, progress=True)
-    except (JudgeConfigError, FileNotFoundError) as exc:
+    except (JudgeConfigError, FileNotFoundError, StoreWriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print("\n".join(run.lines()))

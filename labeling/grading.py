@@ -18,7 +18,12 @@ Behaviour (each rule is tested against the reference judge over real HTTP):
   request starts once spent + (in flight x average cost) reaches the budget, and the job stops cleanly.
 - Identical (query, product text) pairs are graded once: other product ids with the same text, in this run
   or already in the store, get a copy marked `reused_from` at no cost.
-- Every judgment is appended to the store the moment it arrives (whole line + fsync).
+- Every judgment is appended to the store the moment it arrives (whole line + fsync). When the store cannot
+  be written (disk full: `labeling.store.StoreWriteError`) the run stops at once — no new request starts, the
+  answers in flight are not stored (counted as `not_graded["store_write_error"]`) — and `grade` raises that
+  error; the store keeps every earlier judgment and a re-run resumes.
+- A SIGKILL loses only the answers in flight (received or not, not yet stored: at most `concurrency`); each
+  stored judgment is never asked for again.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from fashion_rerank.settings import LabelSettings
 from labeling import prompts
-from labeling.store import Judgment, JudgmentStore
+from labeling.store import Judgment, JudgmentStore, StoreWriteError
 
 
 class JudgeConfigError(RuntimeError):
@@ -276,7 +281,13 @@ class Grader:
             self._inflight -= 1
         self._rejected_in_a_row = 0
         self._answered_by_judge += 1
-        self._record(reqs, resp, time.perf_counter() - t0)
+        try:
+            self._record(reqs, resp, time.perf_counter() - t0)
+        except StoreWriteError as exc:  # disk full: stop paying for answers that cannot be kept
+            self.summary.not_graded["store_write_error"] += len(reqs)
+            if self._fatal is None:
+                self._fatal = exc
+            return "failed"
         return "done"
 
     def _record(self, reqs: list[PairRequest], resp, latency_s: float) -> None:
@@ -335,6 +346,17 @@ class Grader:
         if self._bar is not None:
             self._bar.update(len(judgments))
 
+    def _write_copies(self, judgments: list[Judgment]) -> None:
+        """Store copies of earlier judgments (no call); a store write error stops the run like a failed call."""
+        if self._fatal is not None:
+            self.summary.not_graded["store_write_error"] += len(judgments)
+            return
+        try:
+            self._write(judgments)
+        except StoreWriteError as exc:
+            self.summary.not_graded["store_write_error"] += len(judgments)
+            self._fatal = exc
+
     # -- budget
     def _may_start(self) -> bool:
         b = self.s.budget_usd
@@ -367,6 +389,8 @@ class Grader:
         Raises:
             JudgeConfigError: the judge is unreachable or refuses the configuration (judgments made before
                 the error stay stored).
+            labeling.store.StoreWriteError: the store cannot be written (disk full, file too large); the run
+                stopped at once, the store keeps every earlier judgment and stays readable.
         """
         pairs = list(pairs)
         s = self.summary
@@ -385,7 +409,7 @@ class Grader:
             if prev is None:
                 todo.append(reqs)
                 continue
-            self._write(
+            self._write_copies(
                 [
                     Judgment(
                         query=r.query,
@@ -414,7 +438,7 @@ class Grader:
         client = self._client or self._make_client()
         try:
             deferred: list = []
-            if todo and self._may_start():  # probe alone: learns whether structured output works
+            if todo and self._fatal is None and self._may_start():  # probe alone: learns whether structured output works
                 first = todo.popleft()
                 if await self._grade_group(client, first) == "deferred":
                     s.deferred += len(first)

@@ -6,13 +6,28 @@ Files (default `judgments/`):
 
 A judgment is keyed by (query, product id, product-text hash, judge model, prompt version): a changed
 product text, another judge or another prompt wording is a different judgment; the same key is never
-graded twice. Lines are written whole — one `os.write` of a complete line on an O_APPEND descriptor, then
-`fsync` — so a SIGKILL never leaves half a line; a truncated last line (e.g. after a power cut) and any
-line that is not a valid record are skipped on load and counted in `LoadReport`.
+graded twice. Lines are written whole — one `os.write` of complete lines on an O_APPEND descriptor, then
+`fsync`, under an exclusive `flock` — so a failed write leaves no partial line:
+
+- *Disk full / file too large* (ENOSPC, EFBIG, EDQUOT, any OSError of the write or fsync): the file is cut back
+  to its size before the write (`ftruncate`) and `StoreWriteError` is raised naming the path and the errno;
+  nothing of that call is kept on disk or in memory, and every earlier record stays readable. The grader
+  stops at once on it (no further paid calls whose answers could not be stored).
+- *SIGKILL*: a kill between two syscalls leaves whole lines only. Linux can still cut one write short when
+  the fatal signal lands *inside* it at a page boundary (`generic_perform_write`), and a power cut can lose
+  the tail: the reader skips a last line without its newline (`LoadReport.truncated_last_line`), and the
+  next writer *repairs* the file before its first append — the torn tail is moved to `<file>.torn` and the
+  file cut back to its last complete line — so the store holds 0 malformed lines again. The pair of a torn
+  line counts as not graded and is asked again on resume: at most one repeated paid call per tear (its
+  answer is not recoverable from a fragment; see docs/reliability.md).
+
+Any other line that is not a valid record is skipped on load and counted in `LoadReport`.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import threading
@@ -114,38 +129,113 @@ class LoadReport:
     duplicates: int = 0
 
 
+class StoreWriteError(OSError):
+    """Records could not be written to a store file (disk full, file too large, I/O error).
+
+    The file was cut back to its size before the write, so it holds no partial line and every earlier record
+    stays readable; `errno` is the underlying one (e.g. ENOSPC, EFBIG). Nothing of the failed call is kept.
+    """
+
+    def __init__(self, path: Path, n_records: int, cause: OSError):
+        self.path = path
+        self.n_records = n_records
+        what = errno.errorcode.get(cause.errno or 0, "I/O error")
+        super().__init__(
+            cause.errno,
+            f"cannot write {n_records} record(s) to {path}: {cause.strerror or cause} ({what}); the store is unchanged "
+            "and readable — free space (or raise the limit) and re-run: the job resumes where it stopped",
+        )
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the message alone, without "[Errno 28]"
+
+
 class _AppendOnlyJsonl:
-    """Whole-line appends to a JSONL file (O_APPEND, one write per line, fsync), safe across threads."""
+    """Whole-line appends to a JSONL file (O_APPEND, one write per call, fsync), safe across threads and, with
+    `flock`, across processes. A failed write is undone (see the module docstring)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self.repaired_bytes = 0  # bytes of a torn tail moved to `<file>.torn` when this writer opened the file
 
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            # a previous writer died mid-line (only possible outside our whole-line writes, e.g. power loss):
-            # start on a fresh line so the partial one stays a single invalid line.
-            size = os.fstat(self._fd).st_size
-            if size:
-                with open(self.path, "rb") as fh:
-                    fh.seek(size - 1)
-                    if fh.read(1) != b"\n":
-                        os.write(self._fd, b"\n")
         return self._fd
 
+    def _repair_torn_tail(self, fd: int) -> None:
+        """Cut a last line without its newline (a torn write) off the file, keeping its bytes in `<file>.torn`.
+
+        Called under the flock before every append, so a tear left by another (killed) writer is repaired too.
+        """
+        size = os.fstat(fd).st_size
+        if not size:
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            # find the start of the torn line: the byte after the last newline
+            pos, chunk = size, 65536
+            start = 0
+            while pos > 0:
+                lo = max(0, pos - chunk)
+                fh.seek(lo)
+                block = fh.read(pos - lo)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    start = lo + nl + 1
+                    break
+                pos = lo
+            fh.seek(start)
+            torn = fh.read(size - start)
+        with open(self.path.with_name(self.path.name + ".torn"), "ab") as side:
+            side.write(torn + b"\n")
+            side.flush()
+            os.fsync(side.fileno())
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+        self.repaired_bytes += len(torn)
+
     def append(self, records: Iterable[dict[str, Any]]) -> int:
+        """Append `records` as whole lines; returns the bytes written.
+
+        Raises:
+            StoreWriteError: the write or fsync failed (ENOSPC, EFBIG, ...); the file is back to its old size.
+        """
+        records = list(records)
         data = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for r in records)
         if not data:
             return 0
         with self._lock:
-            fd = self._open()
-            written = 0
-            while written < len(data):  # os.write on a regular file writes everything; loop for safety
-                written += os.write(fd, data[written:])
-            os.fsync(fd)
+            try:
+                fd = self._open()
+            except OSError as exc:
+                raise StoreWriteError(self.path, len(records), exc) from exc
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                try:
+                    self._repair_torn_tail(fd)
+                except OSError as exc:
+                    raise StoreWriteError(self.path, len(records), exc) from exc
+                before = os.fstat(fd).st_size
+                try:
+                    written = 0
+                    while written < len(data):  # a short write (disk filling up) continues, then fails
+                        written += os.write(fd, data[written:])
+                    os.fsync(fd)
+                except OSError as exc:
+                    try:
+                        os.ftruncate(fd, before)  # no partial line stays behind
+                        os.fsync(fd)
+                    except OSError:
+                        pass  # the reader still skips a torn tail, and the next append repairs it
+                    raise StoreWriteError(self.path, len(records), exc) from exc
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         return len(data)
 
     def read(self, report: LoadReport) -> Iterator[dict[str, Any]]:
@@ -248,15 +338,18 @@ class JudgmentStore:
     def append(self, judgments: Judgment | Iterable[Judgment]) -> int:
         """Write judgments (whole lines, fsync) and index them; keys already stored are skipped.
 
-        Returns the number written.
+        Returns the number written. Raises StoreWriteError (disk full, ...): then none of them is written or
+        indexed, so they still count as missing.
         """
         items = [judgments] if isinstance(judgments, Judgment) else list(judgments)
-        new = []
+        new, keys = [], set()
         for j in items:
-            if j.key not in self._judgments:
+            if j.key not in self._judgments and j.key not in keys:
                 new.append(j)
-                self._index(j)
-        self._jfile.append(asdict(j) for j in new)
+                keys.add(j.key)
+        self._jfile.append(asdict(j) for j in new)  # StoreWriteError: nothing indexed, nothing on disk
+        for j in new:
+            self._index(j)
         return len(new)
 
     def judgments(
@@ -278,7 +371,10 @@ class JudgmentStore:
 
     # -- pools
     def append_pools(self, pools: Iterable[Pool]) -> None:
-        """Write candidate pools (whole lines, fsync) before their pairs are graded."""
+        """Write candidate pools (whole lines, fsync) before their pairs are graded.
+
+        Raises StoreWriteError (disk full, ...): then none of them is written or kept.
+        """
         pools = list(pools)
         self._pfile.append(asdict(p) for p in pools)
         self._pools.extend(pools)

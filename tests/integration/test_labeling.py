@@ -386,14 +386,15 @@ def test_store_ignores_a_truncated_last_line_and_keeps_appending_whole_lines(tmp
     path = tmp_path / "j.jsonl"
     store = JudgmentStore(path)
     assert store.append(_judgment(i) for i in range(5)) == 5
-    with open(path, "ab") as fh:  # a writer that died mid-line (what whole-line writes never leave)
+    with open(path, "ab") as fh:  # a writer killed inside a write (a tear at a page boundary) or a power cut
         fh.write(b'{"query": "q", "product_id": "99", "text_ha')
     store2 = JudgmentStore(path)
     assert len(store2) == 5 and store2.load_report.truncated_last_line
     store2.append(_judgment(i) for i in range(5, 8))
-    store3 = JudgmentStore(path)
-    assert len(store3) == 8 and store3.load_report.invalid_lines == 1 and not store3.load_report.truncated_last_line
+    store3 = JudgmentStore(path)  # the writer repaired the torn tail: moved to <file>.torn, no malformed line left
+    assert len(store3) == 8 and store3.load_report.invalid_lines == 0 and not store3.load_report.truncated_last_line
     assert path.read_bytes().endswith(b"\n")
+    assert (tmp_path / "j.jsonl.torn").read_bytes() == b'{"query": "q", "product_id": "99", "text_ha\n'
 
 
 def test_store_key_holds_text_hash_judge_and_prompt_version(tmp_path):

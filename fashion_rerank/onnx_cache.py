@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 #: Files copied next to `onnx/` so the cached folder is loadable on its own (tokenizer and configuration).
 SIDE_FILES = (
     "config.json",
+    "config_sentence_transformers.json",  # where sentence-transformers >= 5 declares the activation (fashion_rerank.scores)
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -49,7 +50,7 @@ def cache_key(folder: str | Path) -> str:
     """12 hex characters identifying the folder's model files (names, sizes, modification times)."""
     folder = Path(folder)
     h = hashlib.sha256()
-    for name in ("config.json", *WEIGHT_FILES):
+    for name in ("config.json", "config_sentence_transformers.json", *WEIGHT_FILES):
         p = folder / name
         if p.exists():
             st = p.stat()

@@ -26,12 +26,17 @@ Cross-encoder (`export_cross_encoder(model_dir)`) writes into `<model_dir>/onnx/
       {"format": 1, "kind": "cross-encoder", "created": ISO-8601 UTC,
        "source": {"model_dir", "weights_sha256"},
        "versions": {"onnxruntime", "onnx", "torch", "transformers"}, "opset": 17,
-       "inputs": [...], "output": "logits", "max_length": 128,
+       "inputs": [...], "output": "logits", "max_length": 128, "num_labels": 1,
+       "activation": {"name", "declared", "source", "torch"},
        "variants": {NAME: {"file", "sha256", "bytes", "precision", "recipe": {how it was made},
                            "fused_ops": {...}, "agreement": {vs fp32, see below}}},
        "checks": {"fp32_vs_torch_max_abs": float, "pairs": int},
        "gate": {"serve": NAME, "allowed": [NAMES], "rule": str, "decided_by": str}}
 
+  `activation` is what the model declares (`fashion_rerank.scores.declared_activation`, e.g. Identity for an
+  ms-marco fine-tune, Sigmoid for a one-label model that declares nothing): the served score is
+  activation(logit) for every variant, so the backend applies it without sentence-transformers' files. The
+  agreement figures and the judged score spread (`std_ratio`) below are computed on those served scores.
   `gate.serve` is what the backend's `variant="auto"` loads (fp32 when it is missing, not allowed or
   unloadable). The export's own gate (`default_gate`) allows a quantized variant only when, against fp32 on
   the check queries, mean top-10 overlap >= 0.8 and mean Spearman >= 0.95, or, when `judged` pairs are
@@ -57,6 +62,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from fashion_rerank.scores import Activation, declared_activation
 
 log = logging.getLogger(__name__)
 
@@ -650,7 +657,8 @@ def export_cross_encoder(
     Returns:
         the manifest dict (also written to `<out_dir>/manifest.json`).
     Raises:
-        ValueError: unknown variant, model with != 1 label, fp32 graph disagreeing with torch.
+        ValueError: unknown variant, model with != 1 label, an activation the serving side cannot apply
+            (`fashion_rerank.scores`), fp32 graph disagreeing with torch.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -663,6 +671,7 @@ def export_cross_encoder(
     for v in names:
         if v not in recipes:
             raise ValueError(f"unknown variant {v!r}; known: {', '.join(recipes)}")
+    activation = declared_activation(model_dir)  # before the slow part: refuse an unsupported one at once
     tok = _PairEncoder(model_dir, max_length)
     t0 = time.monotonic()
     manifest_variants: dict[str, dict] = {}
@@ -717,14 +726,15 @@ def export_cross_encoder(
         # agreement of each variant with fp32 on the check queries, and judged nDCG@10
         pairs = list(check_pairs or calibration_pairs or [])
         groups = _group(pairs)
-        scores = {v: _scores(sess[v], tok, pairs) if pairs else np.zeros(0, np.float32) for v in names}
+        # served scores (activation of the logits), the space every gate and threshold uses
+        scores = {v: activation(_scores(sess[v], tok, pairs)) if pairs else np.zeros(0, np.float32) for v in names}
         jscores, ndcg = {}, {}
         if judged:
             jp = [(q, d) for q, d, _ in judged]
             jg = np.asarray([g for _, _, g in judged], dtype=np.float64)
             jgroups = _group(jp)
             for v in names:
-                s = _scores(sess[v], tok, jp)
+                s = activation(_scores(sess[v], tok, jp))
                 jscores[v] = s
                 ndcg[v] = float(np.mean([ndcg_at_k(s[idx], jg[idx]) for idx in map(np.asarray, jgroups.values())]))
         del sess
@@ -763,6 +773,8 @@ def export_cross_encoder(
         "inputs": inputs,
         "output": "logits",
         "max_length": tok.max_length,
+        "num_labels": 1,
+        "activation": activation.to_manifest(),
         "variants": manifest_variants,
         "checks": {
             "fp32_vs_torch_max_abs": fp32_diff,
@@ -970,20 +982,22 @@ def judged_quality(model_dir: str | Path, judged: Sequence[tuple[str, str, float
         model_dir: the model folder (tokenizer files); `out_dir` its export (default `<model_dir>/onnx`).
         judged: (query, product text, grade 0-3) rows; grouped by query.
     Returns:
-        {variant: {"ndcg10", "std", "ndcg10_fp32", "std_ratio"}} from the files as they are now on disk.
+        {variant: {"ndcg10", "std", "ndcg10_fp32", "std_ratio"}} from the files as they are now on disk; `std`
+        is the spread of the served scores (the manifest's activation of the logits, `fashion_rerank.scores`).
     Raises:
         FileNotFoundError: no manifest; onnxruntime errors for an unloadable file.
     """
     model_dir = Path(model_dir)
     out = Path(out_dir) if out_dir else model_dir / "onnx"
     manifest = read_manifest(out)
+    activation = Activation.from_manifest(manifest["activation"]) if "activation" in manifest else declared_activation(model_dir)
     tok = _PairEncoder(model_dir)
     pairs = [(q, d) for q, d, _ in judged]
     grades = np.asarray([g for _, _, g in judged], dtype=np.float64)
     groups = [np.asarray(i) for i in _group(pairs).values()]
     res: dict[str, dict] = {}
     for name, v in manifest.get("variants", {}).items():
-        s = _scores(_session(out / v["file"]), tok, pairs)
+        s = activation(_scores(_session(out / v["file"]), tok, pairs))
         res[name] = {
             "ndcg10": float(np.mean([ndcg_at_k(s[i], grades[i]) for i in groups])) if groups else 0.0,
             "std": float(np.std(s)) if len(s) else 0.0,

@@ -71,14 +71,24 @@ def model_run(queries: Sequence[EvalQuery], scorer: Scorer) -> tuple[dict[str, d
 def cross_encoder_scorer(
     model_path: str | Path, batch_size: int = 64, max_length: int | None = None, device: str = "cpu"
 ) -> Scorer:
-    """A scorer backed by a sentence-transformers CrossEncoder folder (`predict`, sigmoid scores in [0, 1]) on
-    torch `device` ("cpu", "cuda")."""
+    """A scorer backed by a sentence-transformers CrossEncoder folder on torch `device` ("cpu", "cuda").
+
+    Returns served scores: the logits from `predict` with an identity activation, then the activation the folder
+    declares as the sidecar applies it (`fashion_rerank.scores.declared_activation`; e.g. sigmoid, in [0, 1],
+    or identity, the logit). So the promotion gate's figures (nDCG, the score-spread floor) are measured in the
+    space the sidecar serves. Raises ValueError for a declared activation the sidecar cannot apply.
+    """
+    import torch
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    model = CrossEncoder(str(model_path), max_length=max_length, device=device)
+    from fashion_rerank.scores import declared_activation
+
+    activation = declared_activation(model_path)
+    model = CrossEncoder(str(model_path), max_length=max_length, device=device, activation_fn=torch.nn.Identity())
 
     def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        return np.asarray(model.predict(list(pairs), batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
+        logits = model.predict(list(pairs), batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+        return np.asarray(activation(np.asarray(logits, dtype=np.float32)), dtype=np.float64)
 
     return score
 

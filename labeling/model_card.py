@@ -24,6 +24,7 @@ def build_card(
     evaluation: dict[str, Any] | None = None,
     gate: dict[str, Any] | None = None,
     onnx: dict[str, Any] | None = None,
+    score: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card as a dict.
 
@@ -33,6 +34,8 @@ def build_card(
         evaluation: {"dev": Evaluation.to_dict(), "test": ...}.
         gate: `GateDecision.to_dict()`.
         onnx: `labeling.export.export_version(...)`: the ONNX variants, how they were made, which serves and why.
+        score: the activation the model declares (`fashion_rerank.scores.Activation.to_manifest()`): served
+            score = activation(logit), the space of the evaluation's score spread and of the gate.
     """
     label_source = (
         "reference rubric judge (deterministic rules over catalog attributes, NOT an LLM)"
@@ -43,7 +46,9 @@ def build_card(
         "name": name,
         "version": version,
         "created": utc_now(),
-        "task": "fashion product reranking: (shopper query, rerank_text(product)) -> relevance score in [0, 1]",
+        "task": "fashion product reranking: (shopper query, rerank_text(product)) -> relevance score "
+        f"= {(score or {}).get('name', 'activation')}(logit)",
+        "score": score,
         "base_model": {"id": training.get("base_model"), "kind": training.get("base_model_kind")},
         "judgments": {**judgments, "label_source": label_source},
         "training": training,

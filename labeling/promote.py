@@ -3,7 +3,9 @@
 Checks (thresholds from `LabelSettings`):
 1. dev nDCG@10 of the candidate >= baseline + `promotion_margin`;
 2. the candidate's scores on dev are not collapsed: standard deviation >= `score_std_floor`
-   (a model that gives every pair nearly the same score ranks by accident);
+   (a model that gives every pair nearly the same score ranks by accident). The scores are the served ones,
+   activation(logit) as the model declares it (`fashion_rerank.scores`, `labeling.evaluate.cross_encoder_scorer`),
+   so the floor reads in the sidecar's score space (in [0, 1] for a sigmoid model, logits for an identity one);
 3. test nDCG@10 of the candidate >= baseline - `test_tolerance` (no regression on held-out queries).
 The baseline is the serving model (registry `current`) when there is one, else kNN order (what shoppers
 get when no reranker model is served). When every check passes the version is promoted with

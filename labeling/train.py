@@ -28,6 +28,7 @@ import numpy as np
 
 from fashion_rerank.hardware import cpu_has_bf16
 from fashion_rerank.registry import ModelRegistry
+from fashion_rerank.scores import declared_activation
 from fashion_rerank.settings import LabelSettings, cpu_quota, resolve_model_path
 from labeling import prompts
 from labeling.dataset import TrainPair, eval_queries, grade_counts, training_pairs
@@ -316,6 +317,7 @@ def train_candidate(store, settings: LabelSettings | None = None, registry=None,
             evaluation={"dev": dev.to_dict(), "test": test.to_dict()},
             gate=decision.to_dict(),
             onnx=onnx,
+            score=declared_activation(path).to_manifest(),
         )
         write_model_card(path, card)
     except BaseException:

@@ -227,7 +227,7 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServicer):
 class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
     """Hugging Face TEI's `tei.v1.Rerank` on the sidecar's core.
 
-    As TEI: ranks sorted by score, best first; `raw_scores` returns the logit instead of its sigmoid;
+    As TEI: ranks sorted by score, best first; `raw_scores` returns the logit instead of the served score;
     `return_text` echoes the text. `truncate` as TEI's: false (the proto default) refuses a request in
     which a (query, text) pair is longer than the model's `max_length` tokens (INVALID_ARGUMENT, see
     `check_fits`); true cuts over-long texts to fit, at their end or, with `truncation_direction=LEFT`,

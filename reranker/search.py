@@ -28,7 +28,6 @@ from opensearchpy import exceptions as ose
 from fashion_rerank.product import ATTRIBUTE_FIELDS, Product
 from fashion_rerank.retrieval import Hit, knn_search
 from fashion_rerank.schema import IndexSchema, schema_from_settings
-from fashion_rerank.scores import sigmoid
 from fashion_rerank.settings import OpenSearchSettings, ServeSettings
 from reranker.errors import (
     BackendError,
@@ -49,7 +48,8 @@ _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,254}$")
 
 @dataclass
 class SearchHit:
-    """One returned product. Scores: `rerank_score` = sigmoid(`rerank_logit`) (0 when not reranked).
+    """One returned product. Scores: `rerank_score` = activation(`rerank_logit`), the served score as the model
+    declares it (`fashion_rerank.scores`; 0 when not reranked).
 
     `id` is the product id (the index schema's `id_field`, else the document `_id`); `product` is our view of
     the document through the index schema; `source` the raw `_source` without the vector.
@@ -230,10 +230,9 @@ class SearchService:
             m.candidates.labels("Search").observe(len(hits))
 
         # 3. rerank within the budget
-        logits, version, reason = self._rerank(query, hits, deadline, front, timings)
+        logits, scores, version, reason = self._rerank(query, hits, deadline, front, timings)
         if logits is not None:
             order = np.argsort(-logits, kind="stable")
-            scores = sigmoid(logits)
         else:
             order = np.arange(len(hits))
             scores = None
@@ -281,14 +280,15 @@ class SearchService:
 
     def _rerank(
         self, query: str, hits: list[Hit], deadline: float | None, front: str, timings: dict[str, float]
-    ) -> tuple[np.ndarray | None, str | None, str | None]:
-        """(logits or None, model version or None, fail-open reason or None)."""
+    ) -> tuple[np.ndarray | None, np.ndarray | None, str | None, str | None]:
+        """(logits or None, served scores (the model's activation of the logits) or None, model version or None,
+        fail-open reason or None)."""
         s = self.settings
         version = self.core.model_version
         if version is None:
-            return None, None, None
+            return None, None, None, None
         if not hits:
-            return np.zeros(0, np.float32), version, None
+            return np.zeros(0, np.float32), np.zeros(0, np.float32), version, None
         texts = [self.schema.text(h.id, h.source) for h in hits]
         budget_end = time.monotonic() + s.rerank_budget_ms / 1000.0
         end = budget_end if deadline is None else min(deadline, budget_end)
@@ -297,7 +297,7 @@ class SearchService:
             fut = self.core.submit(query, texts, deadline=end, front=front)
             res = fut.result(timeout=max(0.0, end - time.monotonic()) + 0.05)
         except NoModelError:
-            return None, None, None
+            return None, None, None, None
         except (DeadlineExceededError, concurrent.futures.TimeoutError, concurrent.futures.CancelledError) as exc:
             if fut is not None:
                 fut.cancel()
@@ -315,7 +315,7 @@ class SearchService:
         timings.update(
             {"queue": res.timings["queue"], "tokenize": res.timings["tokenize"], "inference": res.timings["inference"]}
         )
-        return res.logits, res.model_version, None
+        return res.logits, res.scores, res.model_version, None
 
     def _failed(self, reason: str, err: RerankError, cause: BaseException):
         if not self.settings.fail_open:
@@ -323,4 +323,4 @@ class SearchService:
         log.warning("Search fails open (%s): %s", reason, err)
         if self.metrics:
             self.metrics.fail_open.labels(reason).inc()
-        return None, None, reason
+        return None, None, None, reason

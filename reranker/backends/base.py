@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fashion_rerank.scores import DEFAULT, Activation
+
 #: backend name -> "module:function" returning a Backend; the function is `load(path, **kwargs)`.
 BACKENDS: dict[str, str] = {
     "torch": "reranker.backends.torch_backend:load",
@@ -47,10 +49,18 @@ class Backend(ABC):
         registry_version: the registry version alone (compare this with the registry's `current` pointer).
         max_length: tokens per (query, document) pair the model reads; the document side is truncated
             to fit, never the query.
+        activation: the function from logit to served score that the model declares
+            (`fashion_rerank.scores`); backends set it when they load a model (default: sigmoid, what a
+            one-label model that declares nothing gets).
     """
 
     version: str
     max_length: int
+    activation: Activation = DEFAULT
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """Served scores `activation(logits)`, float32, same shape as `logits` (see `fashion_rerank.scores`)."""
+        return self.activation(logits)
 
     @property
     def registry_version(self) -> str:

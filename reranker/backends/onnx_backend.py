@@ -8,6 +8,10 @@ Files it reads from the registry version folder `<path>`:
     - `variants`: {name: {"file": relative to onnx/, "sha256": hex of the file, "precision": "fp32"|"int8",
       "recipe": how it was made}}; "fp32" is always there;
     - `gate`: {"serve": the variant `variant="auto"` loads, "allowed": [variants the quality gate passed]};
+    - `activation`: {"name": "identity"|"sigmoid"|"tanh", "declared", "source", "torch"}, the function the
+      exported model declares (`fashion_rerank.scores`); served score = activation(logit). A manifest
+      written before it was recorded falls back to what the folder's config files declare; a manifest and
+      folder that disagree are refused (ModelFilesError);
     - `inputs`, `output`, `max_length` (informational; the graph's own input names are what is fed);
 - the variant's `.onnx` file.
 
@@ -45,6 +49,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fashion_rerank.scores import Activation, declared_activation
 from reranker.backends.base import Backend, Encoded
 from reranker.backends.tokenization import DEFAULT_MAX_LENGTH, PairTokenizer
 
@@ -96,6 +101,31 @@ def read_manifest(path: str | Path) -> dict:
     return m
 
 
+def manifest_activation(path: str | Path, manifest: dict) -> Activation:
+    """The activation to serve for the export in `path`: the manifest's `activation`, else (a manifest from
+    before it was recorded) what the folder's config files declare.
+
+    Raises:
+        ModelFilesError: the manifest's entry is unreadable, or it disagrees with the folder's declaration.
+        ValueError: the folder declares an activation this service cannot apply.
+    """
+    folder = declared_activation(path)
+    entry = manifest.get("activation")
+    if entry is None:
+        return folder
+    try:
+        recorded = Activation.from_manifest(entry)
+    except ValueError as exc:
+        raise ModelFilesError(f"{Path(path) / ONNX_DIR / MANIFEST}: {exc}") from exc
+    declares_own = folder.declared is not None
+    if declares_own and folder.name != recorded.name:
+        raise ModelFilesError(
+            f"{Path(path) / ONNX_DIR / MANIFEST} records activation {recorded.name} but the folder declares "
+            f"{folder.declared} ({folder.source}): re-export the model"
+        )
+    return recorded
+
+
 class OnnxBackend(Backend):
     """A cross-encoder on ONNX Runtime. Use `load(path, ...)`.
 
@@ -120,6 +150,7 @@ class OnnxBackend(Backend):
         variant: the variant served ("fp32", "int8", ...).
         variant_info: its manifest entry.
         providers: the session's providers.
+        activation: the manifest's `activation` (see the module docstring); served score = activation(logit).
 
     Raises:
         ModelFilesError (an OSError): no export, or the asked-for (or, for "auto", even the fp32) file is
@@ -148,6 +179,7 @@ class OnnxBackend(Backend):
         path = Path(path)
         self.path = path
         self.manifest = read_manifest(path)
+        self.activation = manifest_activation(path, self.manifest)
         variants: dict = self.manifest["variants"]
         self.providers = list(providers) if providers else default_providers(device)
         on_gpu = any((p[0] if isinstance(p, tuple) else p) == "CUDAExecutionProvider" for p in self.providers)
@@ -198,11 +230,12 @@ class OnnxBackend(Backend):
         self.threads = threads
         self.score("warm-up", ["warm-up document", "a longer warm-up document for a second length"])
         log.info(
-            "loaded cross-encoder %s from %s (ONNX %s, max_length=%d, threads=%d, providers=%s)",
+            "loaded cross-encoder %s from %s (ONNX %s, max_length=%d, score=%s(logit), threads=%d, providers=%s)",
             self.version,
             path,
             self.variant,
             self.max_length,
+            self.activation.name,
             self.threads,
             self._session.get_providers(),
         )

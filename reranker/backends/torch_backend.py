@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fashion_rerank.scores import declared_activation
 from reranker.backends.base import Backend, Encoded
 from reranker.backends.tokenization import DEFAULT_MAX_LENGTH, PairTokenizer
 
@@ -39,8 +40,13 @@ class TorchBackend(Backend):
         device: torch device ("cpu", "cuda").
         threads: torch intra-op threads (process-wide setting); None leaves torch's setting alone.
 
+    Attributes:
+        activation: what the folder declares (`fashion_rerank.scores.declared_activation`): served score =
+            activation(logit), as `sentence_transformers.CrossEncoder(path).predict` computes it.
+
     Raises:
-        ValueError: the model has more than one output label (not a reranker).
+        ValueError: the model has more than one output label (not a reranker), or declares an activation
+            this service cannot apply.
         OSError: the folder lacks model or tokenizer files.
     """
 
@@ -63,6 +69,7 @@ class TorchBackend(Backend):
         self.path = path
         self.version = version or path.name
         self.device = torch.device(device)
+        self.activation = declared_activation(path)
         try:
             tok = PairTokenizer.from_dir(path, max_length=max_length, default_max_length=default_max_length)
         except FileNotFoundError:  # a folder with only a slow-tokenizer vocabulary: transformers converts it
@@ -84,10 +91,12 @@ class TorchBackend(Backend):
         self.max_length = tok.max_length
         self.score("warm-up", ["warm-up document", "a longer warm-up document for a second length"])
         log.info(
-            "loaded cross-encoder %s from %s (max_length=%d, threads=%d, device=%s)",
+            "loaded cross-encoder %s from %s (max_length=%d, score=%s(logit) from %s, threads=%d, device=%s)",
             self.version,
             path,
             self.max_length,
+            self.activation.name,
+            self.activation.source,
             torch.get_num_threads(),
             self.device,
         )

@@ -19,7 +19,8 @@ class ScoreResult:
 
     Attributes:
         logits: (n,) float32 raw cross-encoder logits.
-        scores: (n,) float32 served scores, `fashion_rerank.scores.sigmoid(logits)`, in [0, 1].
+        scores: (n,) float32 served scores, the backend's `activation(logits)` as the model declares it
+            (`fashion_rerank.scores`; e.g. in [0, 1] for sigmoid, the logit itself for identity).
         model_version: registry version that scored the request ("" for an empty request with no model).
         timings: seconds spent in "queue", "tokenize", "inference" and "total" (submit to result).
         tokens: tokens the model read for this request (after truncation, special tokens included).

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from fashion_rerank.registry import ModelRegistry
-from fashion_rerank.scores import sigmoid
 from fashion_rerank.settings import ServeSettings
 from reranker.backends import Backend, prepare_backend
 from reranker.batching import length_order, sub_batch_pairs
@@ -232,7 +231,7 @@ class ScoringCore:
             total = time.monotonic() - now
             fut.set_result(
                 ScoreResult(
-                    cached, sigmoid(cached), backend.version, {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": total}, 0
+                    cached, backend.scores(cached), backend.version, {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": total}, 0
                 )
             )
             return fut
@@ -416,9 +415,9 @@ class ScoringCore:
                     if w.remaining == 0:
                         touched.append(w)
                 for w in touched:
-                    self._complete(w, backend.version)
+                    self._complete(w, backend.version, backend)
 
-    def _complete(self, w: Work, version: str) -> None:
+    def _complete(self, w: Work, version: str, backend) -> None:
         now = time.monotonic()
         if not np.all(np.isfinite(w.logits)):
             self._abandon(w, BackendError("the model returned non-finite scores"))
@@ -436,7 +435,7 @@ class ScoringCore:
         self.cache.put(version, w.query, w.documents, w.logits, w.truncate_left)
         if self.metrics and self.cache.enabled:
             self.metrics.cache_entries.set(len(self.cache))
-        result = ScoreResult(logits=w.logits, scores=sigmoid(w.logits), model_version=version, timings=timings, tokens=w.tokens)
+        result = ScoreResult(logits=w.logits, scores=backend.scores(w.logits), model_version=version, timings=timings, tokens=w.tokens)
         w.alive = False
         if not w.future.done():
             try:

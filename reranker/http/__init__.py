@@ -11,12 +11,12 @@ Endpoints (JSON in, JSON out):
   `custom` inference service, LangChain and LiteLLM's Cohere clients speak:
   request  `{model?, query, documents: [string | {text} | null], top_n?, return_documents?, max_tokens_per_doc?}`
   response `{id, results: [{index, relevance_score, document?: {text}}], meta: {api_version, billed_units, model, model_version}}`
-  Results are sorted by `relevance_score` (the sigmoid of the cross-encoder logit, in [0, 1]) best
-  first, ties by input index; `top_n` (default: all) cuts the list. `model` is accepted and ignored
-  (the sidecar serves one model; its name and version are in `meta`).
+  Results are sorted by `relevance_score` (the served score: activation(logit) as the model declares it,
+  in [0, 1] for a sigmoid model) best first, ties by input index; `top_n` (default: all) cuts the list.
+  `model` is accepted and ignored (the sidecar serves one model; its name and version are in `meta`).
 - `POST /rerank`, the text-embeddings-inference shape: `{query, texts, truncate?, truncation_direction?,
   raw_scores?, return_text?}` -> bare array `[{index, score, text?}]` sorted by score; `raw_scores`
-  returns logits instead of sigmoid scores. As TEI: with `truncate` false (the default) a (query, text) pair
+  returns logits instead of the served scores. As TEI: with `truncate` false (the default) a (query, text) pair
   longer than the model reads is refused (413, `validation`); with `truncate` true the text is cut to fit.
 - `GET /health` 200 `{status: "ok", model, model_version}` or 503 `{status: "no model loaded"}` (no auth).
 - `GET /v1/models` the served model (name, version) in an OpenAI-style list.

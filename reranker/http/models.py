@@ -210,7 +210,7 @@ class CohereResult(BaseModel):
 
     index: int = Field(description="Position of the document in the request's `documents` (0-based).")
     relevance_score: float = Field(
-        description="Sigmoid of the cross-encoder logit, in [0, 1], float32 precision; higher is more relevant."
+        description="activation(logit) as the model declares it (in [0, 1] for a sigmoid model, the logit for an identity one), float32 precision; higher is more relevant."
     )
     document: ResultDocument | None = Field(None, description="Only with `return_documents: true`.")
 
@@ -260,7 +260,7 @@ class TeiRerankRequest(_Request):
         "most FR_SERVE_MAX_TEXT_CHARS characters.",
     )
     raw_scores: Annotated[bool, BeforeValidator(_flag(False))] = Field(
-        False, description="Answer cross-encoder logits instead of sigmoid scores (null: false)."
+        False, description="Answer cross-encoder logits instead of the served scores, activation(logit) (null: false)."
     )
     return_text: Annotated[bool, BeforeValidator(_flag(False))] = Field(
         False, description="Include each result's `text` (null: false)."
@@ -287,7 +287,10 @@ class TeiRank(BaseModel):
     """One scored text of the TEI answer (a bare JSON array of these, best first, ties by index)."""
 
     index: int = Field(description="Position of the text in the request's `texts` (0-based).")
-    score: float = Field(description="Sigmoid score in [0, 1], or the raw logit with `raw_scores: true`; float32 precision.")
+    score: float = Field(
+        description="Served score, activation(logit) as the model declares it (in [0, 1] for a sigmoid model), or the raw "
+        "logit with `raw_scores: true`; float32 precision."
+    )
     text: str | None = Field(None, description="Only with `return_text: true`.")
 
 

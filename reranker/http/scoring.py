@@ -39,7 +39,7 @@ class Scored:
     """One request's scores, one per text in input order.
 
     Attributes:
-        scores: sigmoid scores in [0, 1], each rounded with `f32`.
+        scores: served scores, activation(logit) as the model declares it (`fashion_rerank.scores`), each rounded with `f32`.
         logits: raw cross-encoder logits, each rounded with `f32`.
         model_version: registry version that scored them.
         timings: seconds per stage from the core ("queue", "tokenize", "inference", "total").

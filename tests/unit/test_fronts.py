@@ -99,21 +99,22 @@ def _search(core, **settings):
 
 def test_search_reranks_with_the_core(make_core):
     core = make_core()
-    logits, version, reason = _search(core)._rerank("red dress", _hits(DOCS), None, "grpc", {})
+    logits, scores, version, reason = _search(core)._rerank("red dress", _hits(DOCS), None, "grpc", {})
     np.testing.assert_allclose(logits, [fake_logit("red dress", d) for d in DOCS], atol=1e-6)
+    np.testing.assert_allclose(scores, core.models.backend.activation(logits), atol=0)
     assert version == core.model_version and reason is None
 
 
 def test_search_fails_open_on_a_model_error(make_core):
     core = make_core()
-    logits, version, reason = _search(core)._rerank("red dress", _hits(["ok", FAIL_MARKER]), None, "grpc", {})
+    logits, _, version, reason = _search(core)._rerank("red dress", _hits(["ok", FAIL_MARKER]), None, "grpc", {})
     assert logits is None and reason == "backend_error"
 
 
 def test_search_fails_open_when_the_budget_runs_out(make_core):
     core = make_core(loads=Loads(delay_per_pair_s=0.05))
     svc = _search(core, rerank_budget_ms=50)
-    logits, version, reason = svc._rerank("red dress", _hits(["doc"] * 20), None, "grpc", {})
+    logits, _, version, reason = svc._rerank("red dress", _hits(["doc"] * 20), None, "grpc", {})
     assert logits is None and reason == "budget"
 
 

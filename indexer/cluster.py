@@ -25,6 +25,8 @@ class ClusterReport:
         name: cluster name; status: green / yellow / red (`_cluster/health`).
         nodes, data_nodes: nodes in the cluster now.
         expected_nodes: nodes present + voting-configuration members absent (None: not readable).
+        initializing_shards: shard copies being built (a fresh index's replicas copying from their primary:
+            yellow for a moment after a build, green once done).
         unassigned_shards: shard copies without a node (a replica whose node left: yellow).
         delayed_unassigned_shards: of those, the ones waiting `index.unassigned.node_left.delayed_timeout`
             (1 minute by default) for their node to come back before being rebuilt elsewhere.
@@ -35,6 +37,7 @@ class ClusterReport:
     nodes: int
     data_nodes: int
     expected_nodes: int | None
+    initializing_shards: int
     unassigned_shards: int
     delayed_unassigned_shards: int
 
@@ -46,11 +49,13 @@ class ClusterReport:
         return {**asdict(self), "missing_nodes": self.missing_nodes}
 
     def format(self) -> str:
-        """One line, e.g. `cluster c1: yellow, nodes 2/3 (1 missing), 1 shard unassigned (1 waiting for its node)`."""
+        """One line, e.g. `cluster c1: yellow, nodes 2/3 (1 missing), 1 shard unassigned (1 waiting for their node)`."""
         nodes = f"nodes {self.nodes}" + (f"/{self.expected_nodes}" if self.expected_nodes is not None else "")
         if self.missing_nodes:
             nodes += f" ({self.missing_nodes} missing)"
         line = f"cluster {self.name}: {self.status}, {nodes}"
+        if self.initializing_shards:
+            line += f", {self.initializing_shards} shard{'s' if self.initializing_shards != 1 else ''} initializing"
         if self.unassigned_shards:
             line += f", {self.unassigned_shards} shard{'s' if self.unassigned_shards != 1 else ''} unassigned"
             if self.delayed_unassigned_shards:
@@ -87,6 +92,7 @@ def cluster_report(client, timeout_s: float = 10.0) -> ClusterReport | None:
         nodes=int(h.get("number_of_nodes", 0)),
         data_nodes=int(h.get("number_of_data_nodes", 0)),
         expected_nodes=expected,
+        initializing_shards=int(h.get("initializing_shards", 0)),
         unassigned_shards=int(h.get("unassigned_shards", 0)),
         delayed_unassigned_shards=int(h.get("delayed_unassigned_shards", 0)),
     )

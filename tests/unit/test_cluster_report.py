@@ -20,7 +20,14 @@ def test_opensearch_url_may_list_several_nodes():
 
 def report(**kw) -> ClusterReport:
     base = dict(
-        name="c1", status="green", nodes=3, data_nodes=3, expected_nodes=3, unassigned_shards=0, delayed_unassigned_shards=0
+        name="c1",
+        status="green",
+        nodes=3,
+        data_nodes=3,
+        expected_nodes=3,
+        initializing_shards=0,
+        unassigned_shards=0,
+        delayed_unassigned_shards=0,
     )
     return ClusterReport(**{**base, **kw})
 
@@ -34,3 +41,6 @@ def test_cluster_report_line():
     assert "some replicas are not" in line
     assert report(expected_nodes=None).format() == "cluster c1: green, nodes 3"
     assert "primaries are not served" in report(status="red").format()
+    assert (
+        report(status="yellow", initializing_shards=2).format().startswith("cluster c1: yellow, nodes 3/3, 2 shards initializing")
+    )

@@ -6,6 +6,9 @@ shopper's query for product type (with shopper synonyms: tee = t-shirt, sneakers
 colour (navy = navy blue; dark blue is a synonym of navy; colour families), gender, usage and season, and
 reads the same attributes out of the product text made by `fashion_rerank.product.rerank_text`
 ("title | type | colour | gender | usage | season | brand | description", empty fields left out).
+It also reads the H&M catalog's names (HM_TYPES: "Vest top" is a top, "Underwear bottom" briefs; HM_COLOURS:
+"Dark Blue" is exactly navy / dark blue, close to blue; H&M "Kids" articles accept girls / boys / baby) and
+the shopper words `demo.hm_queries` writes for them, without changing any Myntra grade.
 
 Grades follow the rubric in `labeling.prompts`:
     3 exact    right type and every attribute the query names matches
@@ -291,16 +294,224 @@ USAGE_WORDS: dict[str, str] = {
 SEASONS = ("summer", "winter", "fall", "spring")
 _SEASON_WORDS = {"summer": "summer", "winter": "winter", "fall": "fall", "autumn": "fall", "spring": "spring"}
 
+# -------------------------------------------------------------------------------------- H&M vocabulary
+# Additive: the H&M catalog's names (Kaggle "H&M Personalized Fashion Recommendations" articles:
+# product_type_name, colour_group_name, index groups) and the words `demo.hm_queries` writes for them.
+# Myntra grades do not change (tests/integration/test_hm_queries.py checks it): an H&M type name that is also
+# a Myntra type maps to the same canonical type, H&M type names are product-side only (never query phrases),
+# the new query phrases are ones the Myntra query generator never writes, and the H&M colour rule applies
+# only to colour names that are not Myntra colours (COLOUR_FAMILY).
+
+#: H&M product_type_name -> canonical type (an existing one where the catalogs mean the same garment).
+HM_TYPES: dict[str, str] = {
+    "Trousers": "trousers",
+    "Outdoor trousers": "trousers",
+    "Sweater": "sweater",
+    "Cardigan": "sweater",
+    "Dress": "dress",
+    "Top": "top",
+    "Blouse": "top",
+    "Vest top": "top",
+    "T-shirt": "tshirt",
+    "Polo shirt": "tshirt",
+    "Shirt": "shirt",
+    "Bra": "bra",
+    "Jacket": "jacket",
+    "Coat": "coat",
+    "Blazer": "blazer",
+    "Hoodie": "sweatshirt",
+    "Outdoor Waistcoat": "waistcoat",
+    "Tailored Waistcoat": "waistcoat",
+    "Leggings/Tights": "tights",
+    "Underwear Tights": "tights",
+    "Underwear bottom": "briefs",
+    "Skirt": "skirt",
+    "Shorts": "shorts",
+    "Jumpsuit/Playsuit": "jumpsuit",
+    "Dungarees": "dungarees",
+    "Bodysuit": "bodysuit",
+    "Underwear body": "bodysuit",
+    "Socks": "sock",
+    "Boots": "boot",
+    "Bootie": "boot",
+    "Sneakers": "casual shoe",
+    "Moccasins": "casual shoe",
+    "Ballerinas": "flat",
+    "Flat shoe": "flat",
+    "Flat shoes": "flat",
+    "Heeled sandals": "sandal",
+    "Sandals": "sandal",
+    "Pumps": "heel",
+    "Heels": "heel",
+    "Wedge": "heel",
+    "Slippers": "flip flop",
+    "Flip flop": "flip flop",
+    "Belt": "belt",
+    "Bag": "handbag",
+    "Tote bag": "handbag",
+    "Shoulder bag": "handbag",
+    "Cross-body bag": "handbag",
+    "Weekend/Gym bag": "duffel bag",
+    "Backpack": "backpack",
+    "Wallet": "wallet",
+    "Earring": "earring",
+    "Earrings": "earring",
+    "Necklace": "necklace and chain",
+    "Ring": "ring",
+    "Bracelet": "bracelet",
+    "Watch": "watch",
+    "Sunglasses": "sunglasses",
+    "Scarf": "scarf",
+    "Gloves": "glove",
+    "Tie": "tie",
+    "Hat/beanie": "cap",
+    "Beanie": "cap",
+    "Hat/brim": "cap",
+    "Cap/peaked": "cap",
+    "Cap": "cap",
+    "Felt hat": "cap",
+    "Bucket hat": "cap",
+    "Straw hat": "cap",
+    "Hair/alice band": "hair accessory",
+    "Alice band": "hair accessory",
+    "Hairband": "hair accessory",
+    "Headband": "hair accessory",
+    "Hair ties": "hair accessory",
+    "Hair clip": "hair accessory",
+    "Hair string": "hair accessory",
+    "Pyjama set": "night suit",
+    "Pyjama bottom": "lounge pant",
+    "Pyjama jumpsuit/playsuit": "onesie",
+    "Night gown": "nightdress",
+    "Robe": "robe",
+    "Bikini top": "bikini",
+    "Swimwear bottom": "bikini",
+    "Swimwear set": "bikini",
+    "Swimwear top": "bikini",
+    "Swimsuit": "swimsuit",
+    "Sarong": "sarong",
+}
+#: Query phrases for H&M garments that the vocabulary above lacks -> canonical type (none is a word the Myntra
+#: query generator writes, so Myntra queries parse as before).
+HM_TYPE_PHRASES: dict[str, str] = {
+    "cami": "top",
+    "knickers": "briefs",
+    "pjs": "night suit",
+    "pj set": "night suit",
+    "pyjama bottoms": "lounge pant",
+    "pyjama pants": "lounge pant",
+    "nightgown": "nightdress",
+    "dressing gown": "robe",
+    "bathrobe": "robe",
+    "onesie": "onesie",
+    "sleepsuit": "onesie",
+    "bralette": "bra",
+    "beanie": "cap",
+    "fedora": "cap",
+    "gilet": "waistcoat",
+    "playsuit": "jumpsuit",
+    "dungarees": "dungarees",
+    "bodysuit": "bodysuit",
+    "coat": "coat",
+    "court shoes": "heel",
+    "swimsuit": "swimsuit",
+    "swimming costume": "swimsuit",
+    "bikini": "bikini",
+    "bikini top": "bikini",
+    "bikini bottoms": "bikini",
+    "bikini briefs": "bikini",
+    "sarong": "sarong",
+    "hairband": "hair accessory",
+    "headband": "hair accessory",
+    "alice band": "hair accessory",
+    "hair ties": "hair accessory",
+    "scrunchies": "hair accessory",
+    "hair elastics": "hair accessory",
+    "hair clip": "hair accessory",
+    "chain necklace": "necklace and chain",
+    "pendant necklace": "necklace and chain",
+    "weekend bag": "duffel bag",
+    "sports bag": "duffel bag",
+}
+for _t, _g in {
+    "coat": "topwear",
+    "dungarees": "topwear",
+    "bodysuit": "topwear",
+    "bikini": "swimwear",
+    "swimsuit": "swimwear",
+    "sarong": "swimwear",
+    "onesie": "nightwear",
+    "hair accessory": "accessories",
+}.items():
+    TYPE_GROUP.setdefault(canon(_t), _g)
+#: canonical H&M type name (product side only) -> canonical type
+_HM_PRODUCT_TYPE: dict[str, str] = {canon(k): canon(v) for k, v in HM_TYPES.items()}
+
+#: H&M colour_group_name -> (colour family, shopper phrases that name exactly this colour). Only names that are
+#: not Myntra colours are listed (Black, Blue, Beige, Grey, Off White ... are graded by the rules above).
+HM_COLOURS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Dark Blue": ("blue", ("navy", "dark blue", "navy blue")),
+    "Light Blue": ("blue", ("light blue", "pale blue", "sky blue")),
+    "Dark Turquoise": ("blue", ("teal", "dark turquoise")),
+    "Turquoise": ("blue", ("turquoise", "turquoise blue")),
+    "Light Turquoise": ("blue", ("light turquoise", "mint", "aqua")),
+    "Other Blue": ("blue", ()),
+    "Dark Grey": ("grey", ("dark grey", "dark gray", "charcoal")),
+    "Light Grey": ("grey", ("light grey", "light gray", "pale grey")),
+    "Light Beige": ("brown", ("light beige", "beige", "nude")),
+    "Dark Beige": ("brown", ("dark beige", "camel")),
+    "Greyish Beige": ("brown", ("greyish beige", "mole", "taupe")),
+    "Yellowish Brown": ("brown", ("brown", "camel", "tan")),
+    "Light Pink": ("pink", ("light pink", "pale pink", "baby pink")),
+    "Dark Pink": ("pink", ("dark pink", "hot pink", "fuchsia")),
+    "Other Pink": ("pink", ()),
+    "Dark Red": ("red", ("dark red", "burgundy", "wine")),
+    "Light Red": ("red", ("light red", "coral")),
+    "Other Red": ("red", ()),
+    "Dark Green": ("green", ("dark green", "forest green", "bottle green")),
+    "Light Green": ("green", ("light green", "mint green")),
+    "Greenish Khaki": ("green", ("khaki", "khaki green", "olive")),
+    "Other Green": ("green", ()),
+    "Light Purple": ("purple", ("lilac", "lavender", "light purple")),
+    "Dark Purple": ("purple", ("dark purple", "plum")),
+    "Other Purple": ("purple", ()),
+    "Light Orange": ("orange", ("light orange", "peach", "apricot")),
+    "Dark Orange": ("orange", ("rust", "dark orange", "terracotta")),
+    "Other Orange": ("orange", ()),
+    "Light Yellow": ("yellow", ("light yellow", "pale yellow")),
+    "Dark Yellow": ("yellow", ("mustard", "dark yellow")),
+    "Other Yellow": ("yellow", ()),
+    "Bronze/Copper": ("metallic", ("bronze", "copper")),
+    "Transparent": ("transparent", ("clear", "transparent")),
+}
+_HM_COLOUR_FAMILY = {canon(k): fam for k, (fam, _) in HM_COLOURS.items() if canon(k) not in COLOUR_FAMILY}
+_HM_COLOUR_ACCEPTS = {canon(k): {canon(p) for p in ps} for k, (_, ps) in HM_COLOURS.items()}
+_HM_COLOUR_PHRASES = sorted({canon(p) for _, ps in HM_COLOURS.values() for p in ps}, key=lambda x: (-len(x), x))
+#: an H&M-only phrase (no Myntra parse) -> its family, for comparing it with a product's colour family
+_HM_PHRASE_FAMILY = {canon(p): fam for _, (fam, ps) in HM_COLOURS.items() for p in ps}
+#: H&M index groups as shopper words: baby and toddler are kids (H&M "Baby/Children" articles read as Kids)
+HM_GENDER_WORDS: dict[str, str] = {"baby": "kids", "babies": "kids", "toddler": "kids"}
+HM_USAGE_WORDS: dict[str, str] = {"workout": "sports", "yoga": "sports"}
+
 _PRODUCT_USAGES = {"casual", "formal", "sport", "ethnic", "party", "travel", "smart casual", "home", "na"}
 _PRODUCT_GENDERS = {"men", "women", "boy", "girl", "unisex", "kid"}
 
 # phrase -> canonical, longest phrases first for greedy matching; catalog type names match themselves
+_BASE_TYPE_PAIRS = {(canon(p), canon(t)) for t, ps in TYPE_SYNONYMS.items() for p in (*ps, t)} | {(t, t) for t in TYPE_GROUP}
 _TYPE_PHRASES = sorted(
-    {(canon(p), canon(t)) for t, ps in TYPE_SYNONYMS.items() for p in (*ps, t)} | {(t, t) for t in TYPE_GROUP},
+    _BASE_TYPE_PAIRS | {(canon(p), canon(t)) for p, t in HM_TYPE_PHRASES.items()},
     key=lambda x: (-len(x[0]), x[0]),
 )
-_GENDER = {canon(k): v for k, v in GENDER_WORDS.items()}
-_USAGE = {canon(k): v for k, v in USAGE_WORDS.items()} | {"sport": "sports", "home": "home", "na": "na"}
+#: ... -> every canonical type a query naming that type may parse to ("tights" is a leggings phrase and a type)
+_HM_PRODUCT_ACCEPTS: dict[str, set[str]] = {
+    k: {v} | {t for p, t in _BASE_TYPE_PAIRS if p == v} for k, v in _HM_PRODUCT_TYPE.items()
+}
+_GENDER = {canon(k): v for k, v in GENDER_WORDS.items()} | {canon(k): v for k, v in HM_GENDER_WORDS.items()}
+_USAGE = (
+    {canon(k): v for k, v in USAGE_WORDS.items()}
+    | {"sport": "sports", "home": "home", "na": "na"}
+    | {canon(k): v for k, v in HM_USAGE_WORDS.items()}
+)
 _COLOUR_PHRASES = sorted(
     [(canon(p), c, "exact") for c, ps in COLOUR_EXACT.items() for p in ps]
     + [(canon(p), c, "synonym") for p, c in COLOUR_SYNONYM.items()]
@@ -327,6 +538,7 @@ class QueryIntent:
     gender: str | None = None
     usage: str | None = None
     season: str | None = None
+    colour_phrase: str | None = None  # the H&M colour phrase the query uses ("light pink"), HM_COLOURS
 
 
 @dataclass(frozen=True)
@@ -352,17 +564,20 @@ def parse_query(query: str) -> QueryIntent:
             qtype = t
             rest = re.sub(rf"(?<![a-z0-9]){re.escape(phrase)}(?![a-z0-9])", " ", rest, count=1)
             break
+    hm_colour = next((ph for ph in _HM_COLOUR_PHRASES if _find(ph, rest)), None)
     colour, syn = None, False
     for phrase, c, kind in _COLOUR_PHRASES:
         if _find(phrase, rest):
             colour, syn = c, kind == "synonym"
             rest = rest.replace(phrase, " ", 1)
             break
+    for w in (hm_colour or "").split():  # "baby pink": baby is the colour here, not who it is for
+        rest = re.sub(rf"(?<![a-z0-9]){re.escape(w)}(?![a-z0-9])", " ", rest, count=1)
     words = rest.split()
     gender = next((_GENDER[w] for w in words if w in _GENDER), None)
     usage = "smart casual" if "smart casual" in rest else next((_USAGE[w] for w in words if w in _USAGE), None)
     season = next((_SEASON_WORDS[w] for w in words if w in _SEASON_WORDS), None)
-    return QueryIntent(query, qtype, colour, syn, gender, usage, season)
+    return QueryIntent(query, qtype, colour, syn, gender, usage, season, hm_colour)
 
 
 def parse_product_text(text: str) -> ProductFacts:
@@ -383,7 +598,7 @@ def parse_product_text(text: str) -> ProductFacts:
             out["season"] = c
         elif not out["usage"] and c in _PRODUCT_USAGES:
             out["usage"] = _USAGE.get(c, c)
-        elif not out["colour"] and c in COLOUR_FAMILY:
+        elif not out["colour"] and (c in COLOUR_FAMILY or c in _HM_COLOUR_FAMILY):
             out["colour"] = c
         elif not out["type"] and not out["colour"] and not out["gender"]:
             out["type"] = c
@@ -400,12 +615,29 @@ def _type_matches(want: str, product_type: str) -> bool:
         return False
     if want == product_type:
         return True
-    # product type phrased differently by another catalog (e.g. H&M "T-shirt" -> "t shirt")
-    return any(t == want and p == product_type for p, t in _TYPE_PHRASES)
+    # product type phrased differently by another catalog (e.g. H&M "T-shirt" -> "t shirt", "Vest top" -> top)
+    return any(t == want and p == product_type for p, t in _TYPE_PHRASES) or want in _HM_PRODUCT_ACCEPTS.get(product_type, ())
 
 
 def _group(t: str) -> str:
+    t = t if t in TYPE_GROUP else _HM_PRODUCT_TYPE.get(t, t)
     return TYPE_GROUP.get(t) or TYPE_GROUP.get(next((ty for p, ty in _TYPE_PHRASES if p == t), t), t)
+
+
+def _hm_colour_notes(q: QueryIntent, p_colour: str) -> tuple[list[str], list[str]]:
+    """(minor, major) notes for an H&M-only product colour: a phrase HM_COLOURS lists for it is exact, a colour
+    of the same family is minor, another family is major."""
+    if q.colour_phrase in _HM_COLOUR_ACCEPTS.get(p_colour, ()):
+        return [], []
+    want_fam = COLOUR_FAMILY.get(q.colour) if q.colour else _HM_PHRASE_FAMILY.get(q.colour_phrase or "")
+    if want_fam and want_fam == _HM_COLOUR_FAMILY[p_colour]:
+        return [f"colour {p_colour} close to {q.colour or q.colour_phrase}"], []
+    return [], [f"colour {p_colour} not {q.colour or q.colour_phrase}"]
+
+
+def _denim_trousers(q_type: str | None, p: ProductFacts) -> bool:
+    """H&M files jeans under "Trousers": jeans asked, trousers whose description says denim."""
+    return q_type == "jean" and p.type == "trouser" and any("denim" in e.lower() for e in p.extra if len(e.split()) >= 4)
 
 
 def grade(query: str, product_text: str) -> tuple[int, str]:
@@ -414,7 +646,9 @@ def grade(query: str, product_text: str) -> tuple[int, str]:
     p = parse_product_text(product_text)
     minor: list[str] = []
     major: list[str] = []
-    if q.colour:
+    if p.colour in _HM_COLOUR_FAMILY and (q.colour or q.colour_phrase):
+        minor, major = _hm_colour_notes(q, p.colour)
+    elif q.colour:
         if not p.colour or p.colour == "na":
             minor.append("colour unknown")
         elif p.colour == q.colour:
@@ -431,6 +665,7 @@ def grade(query: str, product_text: str) -> tuple[int, str]:
             or (pg == "unisex" and q.gender in ("men", "women"))
             or (q.gender == "kids" and pg in ("boys", "girls"))
             or (q.gender == "unisex")
+            or (pg == "kids" and q.gender in ("boys", "girls"))  # H&M "Baby/Children" articles read as Kids
         )
         if not pg:
             minor.append("gender unknown")
@@ -447,7 +682,7 @@ def grade(query: str, product_text: str) -> tuple[int, str]:
         if minor:
             return 1, "no product type in query; " + "; ".join(minor)
         return 2, "no product type in query; attributes match"
-    if not _type_matches(q.type, p.type):
+    if not (_type_matches(q.type, p.type) or _denim_trousers(q.type, p)):
         if p.type and _group(p.type) == _group(q.type):
             return 1, f"same category ({_group(q.type)}), {p.type} not {q.type}"
         return 0, f"{p.type or 'unknown type'} is not {q.type}"

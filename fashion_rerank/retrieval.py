@@ -7,6 +7,8 @@ come back whenever at least k products match the filter, instead of post-filteri
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -14,6 +16,12 @@ import numpy as np
 
 #: Name of the vector field in the products index.
 VECTOR_FIELD = "embedding"
+#: Largest `k` the OpenSearch k-NN plugin accepts in a knn query (documented limit: "k ... can be at most
+#: 10,000", OpenSearch k-NN query docs; the plugin's KNNQueryBuilder refuses larger values). Not an index
+#: setting, so it cannot be read from the cluster.
+KNN_MAX_K = 10_000
+#: `index.max_result_window` when an index does not say (the OpenSearch default).
+DEFAULT_MAX_RESULT_WINDOW = 10_000
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,151 @@ def knn_query(
     return {"size": k, "query": {"knn": {vector_field: knn}}, "_source": {"excludes": [vector_field]}}
 
 
+@dataclass(frozen=True)
+class KnnResult:
+    """A kNN answer with what OpenSearch says about its completeness.
+
+    Attributes:
+        hits: best first.
+        total: `hits.total.value` (products the query matched, as OpenSearch counts them).
+        timed_out: OpenSearch stopped at the request's server-side `timeout` and returned what it had.
+        shards_total, shards_failed: `_shards.total` and `_shards.failed` (a failed shard's products are missing).
+    """
+
+    hits: list[Hit]
+    total: int = 0
+    timed_out: bool = False
+    shards_total: int = 0
+    shards_failed: int = 0
+
+    @property
+    def partial(self) -> bool:
+        """True when OpenSearch itself reports an incomplete answer (timed out or failed shards)."""
+        return self.timed_out or self.shards_failed > 0
+
+
+def knn_search_result(
+    client,
+    index: str,
+    vector: Sequence[float] | np.ndarray,
+    k: int,
+    filters: Mapping[str, Any] | None = None,
+    timeout_s: float | None = None,
+    vector_field: str = VECTOR_FIELD,
+    server_timeout_s: float | None = None,
+) -> KnnResult:
+    """Top-`k` products for a query vector with the answer's completeness (see `knn_search` for the args).
+
+    `server_timeout_s` goes into the body as OpenSearch's search `timeout` (whole milliseconds, at least 1):
+    OpenSearch then stops collecting at that time and answers `timed_out: true` with the hits it has, rather
+    than working on after the caller has given up. `timeout_s` is the client-side HTTP timeout.
+
+    Raises:
+        ValueError: bad vector or k. opensearchpy exceptions propagate (connection errors, 4xx).
+    """
+    body = knn_query(vector, k, filters, vector_field)
+    if server_timeout_s is not None:
+        body["timeout"] = f"{max(1, int(server_timeout_s * 1000))}ms"
+    kwargs = {"request_timeout": timeout_s} if timeout_s else {}
+    resp = client.search(index=index, body=body, **kwargs)
+    hits = [
+        Hit(
+            id=h["_id"],
+            score=float(h["_score"]) if h.get("_score") is not None and math.isfinite(h["_score"]) else 0.0,
+            rank=i + 1,
+            source=h.get("_source", {}),
+        )
+        for i, h in enumerate(resp["hits"]["hits"])
+    ]
+    total = resp["hits"].get("total", 0)
+    shards = resp.get("_shards", {})
+    return KnnResult(
+        hits=hits,
+        total=int(total.get("value", 0) if isinstance(total, dict) else total or 0),
+        timed_out=bool(resp.get("timed_out", False)),
+        shards_total=int(shards.get("total", 0)),
+        shards_failed=int(shards.get("failed", 0)),
+    )
+
+
+def count_matching(
+    client, index: str, filters: Mapping[str, Any] | None = None, timeout_s: float | None = None, vector_field: str | None = None
+) -> int:
+    """Products in `index` matching `filters` (all products without), counted by OpenSearch `_count`.
+
+    With `vector_field`, only products that have a vector there (what kNN can reach at all).
+    Raises opensearchpy exceptions.
+    """
+    clauses: list[dict] = []
+    flt = build_filter(filters)
+    if flt:
+        clauses.append(flt)
+    if vector_field:
+        clauses.append({"exists": {"field": vector_field}})
+    body = {"query": {"bool": {"filter": clauses}}} if clauses else {"query": {"match_all": {}}}
+    kwargs = {"request_timeout": timeout_s} if timeout_s else {}
+    return int(client.count(index=index, body=body, **kwargs)["count"])
+
+
+@dataclass(frozen=True)
+class IndexLimits:
+    """How many hits one kNN search of an index may ask for.
+
+    Attributes:
+        max_result_window: the smallest `index.max_result_window` of the indices behind the name (from + size
+            of a search may not exceed it; OpenSearch default 10,000).
+        knn_max_k: the k-NN plugin's limit on `k` (`KNN_MAX_K`).
+    """
+
+    max_result_window: int = DEFAULT_MAX_RESULT_WINDOW
+    knn_max_k: int = KNN_MAX_K
+
+    @property
+    def max_k(self) -> int:
+        """The most candidates one kNN search may ask for: the smaller of the two limits."""
+        return min(self.max_result_window, self.knn_max_k)
+
+
+def read_index_limits(client, index: str, timeout_s: float | None = None) -> IndexLimits:
+    """The limits of index or alias `index`, read from its settings (defaults included).
+
+    Raises opensearchpy exceptions (NotFoundError for a missing name).
+    """
+    kwargs = {"request_timeout": timeout_s} if timeout_s else {}
+    resp = client.indices.get_settings(index=index, name="index.max_result_window", include_defaults=True, **kwargs)
+    windows = []
+    for body in resp.values():
+        value = (body.get("settings") or {}).get("index", {}).get("max_result_window")
+        if value is None:
+            value = (body.get("defaults") or {}).get("index", {}).get("max_result_window")
+        windows.append(int(value) if value is not None else DEFAULT_MAX_RESULT_WINDOW)
+    return IndexLimits(max_result_window=min(windows) if windows else DEFAULT_MAX_RESULT_WINDOW)
+
+
+class IndexLimitsCache:
+    """`read_index_limits` per index name, kept `ttl_s` seconds (a changed setting is seen within that time).
+
+    Thread-safe. A failed read is not cached (the caller gets the exception; the next call reads again).
+    """
+
+    def __init__(self, ttl_s: float = 60.0):
+        self.ttl_s = float(ttl_s)
+        self._entries: dict[str, tuple[float, IndexLimits]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, client, index: str, timeout_s: float | None = None) -> IndexLimits:
+        """The limits of `index`, from the cache when read less than `ttl_s` seconds ago."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(index)
+        if entry is not None and now - entry[0] < self.ttl_s:
+            return entry[1]
+        limits = read_index_limits(client, index, timeout_s)
+        with self._lock:
+            self._entries[index] = (time.monotonic(), limits)
+        return limits
+
+
 def knn_search(
     client,
     index: str,
@@ -97,18 +250,7 @@ def knn_search(
     Raises:
         ValueError: bad vector or k. opensearchpy exceptions propagate (connection errors, 4xx).
     """
-    body = knn_query(vector, k, filters, vector_field)
-    kwargs = {"request_timeout": timeout_s} if timeout_s else {}
-    resp = client.search(index=index, body=body, **kwargs)
-    return [
-        Hit(
-            id=h["_id"],
-            score=float(h["_score"]) if h.get("_score") is not None and math.isfinite(h["_score"]) else 0.0,
-            rank=i + 1,
-            source=h.get("_source", {}),
-        )
-        for i, h in enumerate(resp["hits"]["hits"])
-    ]
+    return knn_search_result(client, index, vector, k, filters, timeout_s, vector_field).hits
 
 
 def text_search(

@@ -301,6 +301,20 @@ class ServeSettings(BaseSettings):
     rerank_budget_ms: float = Field(1500.0, gt=0, description="time Search gives the reranker before failing open/closed")
     fail_open: bool = Field(True, description="Search returns the kNN order when reranking fails or runs out of budget")
     knn_timeout_s: float = Field(5.0, gt=0, description="OpenSearch kNN request timeout when the caller sets no deadline")
+    search_indices: str = Field(
+        "",
+        description="indices/aliases Search may read, comma-separated; empty: the configured alias (OPENSEARCH_INDEX_ALIAS) "
+        "only. Any other name gets PERMISSION_DENIED, the same answer whether it exists or not",
+    )
+    rerank_window: int = Field(
+        300,
+        gt=0,
+        description="most kNN candidates one Search reranks (the best by kNN; the rest follow in kNN order): bounds "
+        "one request's share of the model (~1.2 s of 2 CPUs at ~0.4 s per 100, docs/performance.md)",
+    )
+    index_limits_ttl_s: float = Field(
+        60.0, gt=0, description="seconds an index's limits (index.max_result_window) read for Search are kept"
+    )
 
     # -- shutdown
     grace_s: float = Field(10.0, ge=0, description="SIGTERM: time in-flight calls get to finish")

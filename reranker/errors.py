@@ -39,3 +39,7 @@ class IndexNotFoundError(RerankError):
 
 class UnauthenticatedError(RerankError):
     """The caller gave no valid credentials (bearer token) for a front that requires them."""
+
+
+class PermissionDeniedError(RerankError):
+    """The caller may not read this index or alias (Search's allow-list); says nothing about whether it exists."""

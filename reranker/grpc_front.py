@@ -201,6 +201,7 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServicer):
             client_id=request.client_id,
             deadline=_deadline(context),
             front="grpc",
+            peer=context.peer() or "",
         )
         hits = [
             reranker_pb2.SearchHit(
@@ -311,10 +312,12 @@ class TeiRerankServicer(tei_pb2_grpc.RerankServicer):
                 validate_request(q, texts, self.settings)
                 check_fits(self.core, q, texts, positions=idx, what="message")
         deadline = _deadline(context)
-        submitted = [
-            (idx, self.core.submit(q, [pairs[i][1] for i in idx], deadline, front="grpc", truncate_left=left))
-            for (q, left, _), idx in groups.items()
-        ]
+        submitted = []
+        for (q, left, _), idx in groups.items():
+            fut = self.core.submit(q, [pairs[i][1] for i in idx], deadline, front="grpc", truncate_left=left)
+            # when the call ends early (a later group refused, an earlier one failed), the worker drops this work
+            context.add_callback(fut.cancel)
+            submitted.append((idx, fut))
         results: list[tuple[float, float]] = [(0.0, 0.0)] * len(pairs)
         tokens = 0
         timings: dict[str, float] = {}

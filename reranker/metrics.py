@@ -12,7 +12,10 @@ Every label comes from a bounded set, never from request content (no query text,
 | `candidates_per_request` | histogram | method |
 | `queue_depth` | gauge | unit (requests, pairs) |
 | `pairs_total` | counter | outcome (scored, abandoned) |
-| `fail_open_total` | counter | reason (budget, backend_error, queue_full) |
+| `fail_open_total` | counter | reason (budget, backend_error, queue_full, too_large, error) |
+| `queue_rejected_total` | counter | reason (full: refused at submit; pushed_out: dropped from a full queue for another client's fair share) |
+| `knn_partial_total` | counter | kind (short: fewer hits than asked while more products match; timed_out; shards_failed) |
+| `search_truncated_total` | counter | kind (query: cut to the model's query tokens; document: stored text cut to what the model reads) |
 | `opensearch_errors_total` | counter | kind (unavailable, timeout, not_found, bad_request, other) |
 | `model_info` | gauge = 1 | version (the serving version; the old label is removed on a swap) |
 | `model_loads_total` | counter | outcome (ok, error) |
@@ -60,6 +63,10 @@ LATENCY_BUCKETS = (
 #: Size buckets for pairs/candidates per batch or request.
 SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
 STAGES = ("queue", "tokenization", "inference", "embedding", "knn")
+#: Why a Search answered in kNN order (`fail_open_total{reason}`): the reranking ran out of its budget or the
+#: deadline, the model failed, the queue was full (or pushed the request out), a text did not fit the model
+#: even after cutting (a hot swap to a shorter model), anything else unexpected.
+FAIL_OPEN_REASONS = ("budget", "backend_error", "queue_full", "too_large", "error")
 
 
 class Metrics:
@@ -133,6 +140,27 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.queue_rejected = Counter(
+            "queue_rejected",
+            "scoring requests refused by a full queue or pushed out of it for another client's fair share",
+            ["reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.knn_partial = Counter(
+            "knn_partial",
+            "Search kNN answers that were short (fewer hits than asked while more match), timed out or lost shards",
+            ["kind"],
+            namespace=ns,
+            registry=r,
+        )
+        self.truncated = Counter(
+            "search_truncated",
+            "Search texts cut before reranking: the query to the model's query tokens, stored product texts to what it reads",
+            ["kind"],
+            namespace=ns,
+            registry=r,
+        )
         self.opensearch_errors = Counter("opensearch_errors", "failed OpenSearch calls", ["kind"], namespace=ns, registry=r)
         self.model_info = Gauge(
             "model_info", "the cross-encoder version being served (value 1)", ["version"], namespace=ns, registry=r
@@ -145,6 +173,14 @@ class Metrics:
             self.queue_depth.labels(unit).set(0)
         for outcome in ("scored", "abandoned"):
             self.pairs.labels(outcome)
+        for reason in FAIL_OPEN_REASONS:
+            self.fail_open.labels(reason)
+        for reason in ("full", "pushed_out"):
+            self.queue_rejected.labels(reason)
+        for kind in ("short", "timed_out", "shards_failed"):
+            self.knn_partial.labels(kind)
+        for kind in ("query", "document"):
+            self.truncated.labels(kind)
         self._version: str | None = None
         self._lock = threading.Lock()
         self._server = None

@@ -3,13 +3,26 @@
 Shared by the fronts (the gRPC `Search` RPC; an HTTP route can call the same `SearchService`).
 
 Failure handling:
+- An index or alias outside the allow-list (`search_indices`, default the configured alias) ->
+  `PermissionDeniedError` (PERMISSION_DENIED), with the same message whether the name exists or not;
+  OpenSearch is not asked.
+- top_k above what the index allows (`index.max_result_window`, read from its settings and kept
+  `index_limits_ttl_s`; the k-NN plugin's k limit of 10,000) -> InvalidInputError naming the limit.
 - OpenSearch unreachable, timing out or answering 5xx -> `OpenSearchUnavailableError` (gRPC UNAVAILABLE)
-  before the caller's deadline: the kNN request timeout is cut to the time left. Nothing is cached about
-  the failure, so the next request after OpenSearch is back succeeds (recovery by itself).
+  before the caller's deadline: the kNN request timeout is cut to the time left, and the request carries
+  OpenSearch's own search `timeout` (80% of that), so OpenSearch stops with what it has instead of working
+  for a caller that gave up. Nothing is cached about the failure, so the next request after OpenSearch is
+  back succeeds (recovery by itself).
+- A partial kNN answer (`timed_out`, failed shards, or fewer hits than asked while `_count` says more
+  products match) is served as it is, logged and counted (`knn_partial_total{kind}`).
 - No model promoted yet -> the kNN order with `reranked=False` (not an error, not a fail-open).
-- The reranker fails (model error, full queue, or the budget `rerank_budget_ms` runs out) -> with
-  `fail_open` the kNN order with `reranked=False` and `fail_open_total{reason}` counted; without it the
-  error itself (INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
+- The reranker side never fails a Search: a query longer than the model reads is cut for the cross-encoder
+  (the kNN step used all of it; `search_truncated_total{kind="query"}`), each stored product text is cut to
+  what the model reads (`fit_document`; `kind="document"`), at most `rerank_window` candidates are reranked
+  (the rest follow in kNN order). Any failure that is left (model error, full queue or pushed out of it,
+  the budget `rerank_budget_ms` or the deadline running out, a text that still does not fit, anything
+  unexpected) gives, with `fail_open`, the kNN order with `reranked=False` and `fail_open_total{reason}`
+  counted; without it the error itself (INTERNAL, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -26,9 +39,18 @@ import numpy as np
 from opensearchpy import exceptions as ose
 
 from fashion_rerank.product import ATTRIBUTE_FIELDS, Product
-from fashion_rerank.retrieval import Hit, knn_search
+from fashion_rerank.retrieval import (
+    KNN_MAX_K,
+    Hit,
+    IndexLimits,
+    IndexLimitsCache,
+    KnnResult,
+    count_matching,
+    knn_search_result,
+)
 from fashion_rerank.schema import IndexSchema, schema_from_settings
 from fashion_rerank.settings import OpenSearchSettings, ServeSettings
+from reranker.core.request import fit_document, fit_query
 from reranker.errors import (
     BackendError,
     DeadlineExceededError,
@@ -36,6 +58,7 @@ from reranker.errors import (
     InvalidInputError,
     NoModelError,
     OpenSearchUnavailableError,
+    PermissionDeniedError,
     QueueFullError,
     RerankError,
     TooLargeError,
@@ -151,6 +174,10 @@ class SearchService:
         self.querylog = querylog
         self.metrics = metrics
         self.schema = schema or schema_from_settings(settings.index)
+        names = [n.strip() for n in settings.search_indices.split(",") if n.strip()]
+        #: the names Search may read (the allow-list); exact names, no patterns
+        self.allowed: frozenset[str] = frozenset(names or [self.index])
+        self.limits = IndexLimitsCache(settings.index_limits_ttl_s)
 
     @property
     def encoder(self):
@@ -170,11 +197,16 @@ class SearchService:
         client_id: str = "",
         deadline: float | None = None,
         front: str = "grpc",
+        peer: str = "",
     ) -> SearchResult:
         """Run one search. `deadline` is a `time.monotonic()` value.
 
+        `client_id` (else `peer`, the caller's connection) names the client for the scoring core's fair queue.
+
         Raises:
-            InvalidInputError / TooLargeError: bad query, top_k/top_n, filters or index name.
+            InvalidInputError / TooLargeError: bad query, top_k/top_n, filters or index name; top_k above the
+                index's limits.
+            PermissionDeniedError: `index` is not on the allow-list (`search_indices`).
             OpenSearchUnavailableError: OpenSearch unreachable / timed out / 5xx.
             IndexNotFoundError: no such index or alias.
             DeadlineExceededError: the deadline passed (before kNN finished, or while reranking with fail-closed).
@@ -197,7 +229,16 @@ class SearchService:
         index = index or self.index
         if not _INDEX_NAME.match(index):
             raise InvalidInputError(f"{index!r} is not a valid index or alias name (no wildcards or lists)")
+        if index not in self.allowed:
+            # the same words whether `index` exists or not: the answer must not reveal it
+            raise PermissionDeniedError(f"Search may not read index or alias {index!r}")
         timings: dict[str, float] = {}
+        limits = self._limits(index, deadline)
+        if top_k > limits.max_k:
+            raise InvalidInputError(
+                f"top_k {top_k} is above what {index!r} allows: {limits.max_k} (index.max_result_window "
+                f"{limits.max_result_window}, OpenSearch k-NN k limit {KNN_MAX_K})"
+            )
 
         # 1. query embedding
         t0 = time.monotonic()
@@ -206,19 +247,22 @@ class SearchService:
         if m:
             m.stage.labels("embedding").observe(timings["embedding"])
 
-        # 2. kNN, cut to the time left before the deadline
-        timeout = s.knn_timeout_s
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DeadlineExceededError("the deadline passed before the kNN query was sent")
-            timeout = min(timeout, max(0.01, left - min(0.25, 0.2 * left)))
+        # 2. kNN, cut to the time left before the deadline; OpenSearch gets its own timeout inside that
+        timeout = self._timeout(deadline)
         t0 = time.monotonic()
+        their_filters = {self.schema.field(k): v for k, v in flt.items()}
         try:
-            their_filters = {self.schema.field(k): v for k, v in flt.items()}
-            hits: list[Hit] = knn_search(
-                self.client, index, vector, top_k, their_filters or None, timeout_s=timeout, vector_field=self.schema.vector_field
+            knn: KnnResult = knn_search_result(
+                self.client,
+                index,
+                vector,
+                top_k,
+                their_filters or None,
+                timeout_s=timeout,
+                vector_field=self.schema.vector_field,
+                server_timeout_s=0.8 * timeout,
             )
+            hits: list[Hit] = knn.hits
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below
@@ -228,24 +272,27 @@ class SearchService:
         if m:
             m.stage.labels("knn").observe(timings["knn"])
             m.candidates.labels("Search").observe(len(hits))
+        self._check_complete(knn, index, top_k, their_filters or None, deadline)
 
-        # 3. rerank within the budget
-        logits, scores, version, reason = self._rerank(query, hits, deadline, front, timings)
+        # 3. rerank within the budget: the best `rerank_window` candidates by kNN, the rest follow in kNN order
+        window = hits[: s.rerank_window]
+        logits, scores, version, reason = self._rerank(query, window, deadline, front, timings, client_id or peer)
         if logits is not None:
-            order = np.argsort(-logits, kind="stable")
+            order = np.concatenate([np.argsort(-logits, kind="stable"), np.arange(len(window), len(hits))])
         else:
             order = np.arange(len(hits))
             scores = None
         out = []
         for rank, i in enumerate(order[:top_n].tolist(), start=1):
             h = hits[i]
+            scored = scores is not None and i < len(window)
             out.append(
                 SearchHit(
                     id=self.schema.product_id(h.id, h.source),
                     source=h.source,
                     rank=rank,
-                    rerank_score=float(scores[i]) if scores is not None else 0.0,
-                    rerank_logit=float(logits[i]) if logits is not None else 0.0,
+                    rerank_score=float(scores[i]) if scored else 0.0,
+                    rerank_logit=float(logits[i]) if scored else 0.0,
                     retrieval_score=h.score,
                     retrieval_rank=h.rank,
                     product=self.schema.product(h.id, h.source),
@@ -278,8 +325,87 @@ class SearchService:
             fail_open_reason=reason,
         )
 
+    def _timeout(self, deadline: float | None) -> float:
+        """Seconds an OpenSearch call may take: `knn_timeout_s`, cut to the time left before `deadline` (minus a
+        margin to answer in). Raises DeadlineExceededError when the deadline has passed."""
+        timeout = self.settings.knn_timeout_s
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceededError("the deadline passed before the kNN query was sent")
+            timeout = min(timeout, max(0.01, left - min(0.25, 0.2 * left)))
+        return timeout
+
+    def _limits(self, index: str, deadline: float | None) -> IndexLimits:
+        """`index`'s limits (cached). OpenSearch unreachable -> its error (UNAVAILABLE); a read refused for
+        any other reason (e.g. a user without the `indices:monitor/settings/get` privilege, or a missing index,
+        which the kNN request then reports) -> the OpenSearch defaults, so Search still works."""
+        try:
+            return self.limits.get(self.client, index, timeout_s=self._timeout(deadline))
+        except (ose.ConnectionError, ose.ConnectionTimeout) as exc:
+            raise _opensearch_error(exc, self.metrics, index) from exc
+        except Exception as exc:  # noqa: BLE001 - fall back to the documented defaults
+            log.debug("cannot read the limits of %r (%s); using the OpenSearch defaults", index, exc)
+            return IndexLimits()
+
+    def _check_complete(
+        self, knn: KnnResult, index: str, top_k: int, filters: Mapping[str, Any] | None, deadline: float | None
+    ) -> None:
+        """Log and count a partial kNN answer (`knn_partial_total{kind}`); the hits are served as they are.
+
+        Short: fewer hits than `top_k` while OpenSearch's `_count` (same filters) says more products match,
+        e.g. products without a vector, or an approximate search that came back short. The count is asked
+        only for a short answer, best effort within the deadline.
+        """
+        m, n = self.metrics, len(knn.hits)
+        if knn.timed_out:
+            log.warning("kNN on %r timed out inside OpenSearch: %d of %d hits served", index, n, top_k)
+            if m:
+                m.knn_partial.labels("timed_out").inc()
+        if knn.shards_failed:
+            log.warning(
+                "kNN on %r: %d of %d shards failed; their products are missing", index, knn.shards_failed, knn.shards_total
+            )
+            if m:
+                m.knn_partial.labels("shards_failed").inc()
+        if n >= top_k or knn.partial:
+            return
+        try:
+            matching = count_matching(self.client, index, filters, timeout_s=min(1.0, self._timeout(deadline)))
+        except Exception as exc:  # noqa: BLE001 - the count only informs the log and the metric
+            log.debug("cannot count the products matching on %r: %s", index, exc)
+            return
+        if matching > n:
+            log.warning("kNN on %r gave %d hits of %d asked while %d products match", index, n, top_k, matching)
+            if m:
+                m.knn_partial.labels("short").inc()
+
+    def _fit_texts(self, query: str, hits: list[Hit]) -> tuple[str, list[str]]:
+        """The query and the hits' product texts cut to what the serving model reads (counted when cut)."""
+        s, m = self.settings, self.metrics
+        texts = [self.schema.text(h.id, h.source) for h in hits]
+        backend = self.core.models.backend
+        if backend is None:
+            return query, texts
+        fitted = fit_query(backend, query)
+        if fitted != query:
+            log.info("Search query cut from %d to %d characters for the cross-encoder", len(query), len(fitted))
+            if m:
+                m.truncated.labels("query").inc()
+        cut = [fit_document(t, backend.max_length, s.max_text_chars) for t in texts]
+        n_cut = sum(len(a) != len(b) for a, b in zip(texts, cut))
+        if n_cut and m:
+            m.truncated.labels("document").inc(n_cut)
+        return fitted or query, cut
+
     def _rerank(
-        self, query: str, hits: list[Hit], deadline: float | None, front: str, timings: dict[str, float]
+        self,
+        query: str,
+        hits: list[Hit],
+        deadline: float | None,
+        front: str,
+        timings: dict[str, float],
+        client: str = "",
     ) -> tuple[np.ndarray | None, np.ndarray | None, str | None, str | None]:
         """(logits or None, served scores (the model's activation of the logits) or None, model version or None,
         fail-open reason or None)."""
@@ -289,12 +415,12 @@ class SearchService:
             return None, None, None, None
         if not hits:
             return np.zeros(0, np.float32), np.zeros(0, np.float32), version, None
-        texts = [self.schema.text(h.id, h.source) for h in hits]
         budget_end = time.monotonic() + s.rerank_budget_ms / 1000.0
         end = budget_end if deadline is None else min(deadline, budget_end)
         fut = None
         try:
-            fut = self.core.submit(query, texts, deadline=end, front=front)
+            query, texts = self._fit_texts(query, hits)
+            fut = self.core.submit(query, texts, deadline=end, front=front, client=client)
             res = fut.result(timeout=max(0.0, end - time.monotonic()) + 0.05)
         except NoModelError:
             return None, None, None, None
@@ -312,6 +438,13 @@ class SearchService:
             return self._failed("queue_full", exc, exc)
         except BackendError as exc:
             return self._failed("backend_error", exc, exc)
+        except (TooLargeError, InvalidInputError) as exc:  # a text that still does not fit (e.g. a hot swap)
+            return self._failed("too_large", exc, exc)
+        except Exception as exc:  # noqa: BLE001 - the reranker side never fails a Search when failing open
+            if fut is not None:
+                fut.cancel()
+            log.exception("reranking failed unexpectedly")
+            return self._failed("error", BackendError(f"reranking failed: {type(exc).__name__}: {exc}"), exc)
         timings.update(
             {"queue": res.timings["queue"], "tokenize": res.timings["tokenize"], "inference": res.timings["inference"]}
         )

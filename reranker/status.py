@@ -9,6 +9,7 @@
 | DeadlineExceededError      | DEADLINE_EXCEEDED    | 504         | timeout          |
 | OpenSearchUnavailableError | UNAVAILABLE          | 503         | unhealthy        |
 | IndexNotFoundError         | NOT_FOUND            | 404         | validation       |
+| PermissionDeniedError      | PERMISSION_DENIED    | 403         | validation       |
 | BackendError               | INTERNAL             | 500         | backend          |
 | UnauthenticatedError       | UNAUTHENTICATED      | 401         | unauthorized     |
 | anything else              | INTERNAL             | 500         | backend          |
@@ -27,6 +28,7 @@ from reranker.errors import (
     InvalidInputError,
     NoModelError,
     OpenSearchUnavailableError,
+    PermissionDeniedError,
     QueueFullError,
     TooLargeError,
     UnauthenticatedError,
@@ -51,6 +53,7 @@ TABLE: tuple[tuple[type[BaseException], Status], ...] = (
     (DeadlineExceededError, Status("DEADLINE_EXCEEDED", 504, "timeout")),
     (OpenSearchUnavailableError, Status("UNAVAILABLE", 503, "unhealthy")),
     (IndexNotFoundError, Status("NOT_FOUND", 404, "validation")),
+    (PermissionDeniedError, Status("PERMISSION_DENIED", 403, "validation")),
     (BackendError, Status("INTERNAL", 500, "backend")),
     (UnauthenticatedError, Status("UNAUTHENTICATED", 401, "unauthorized")),
 )

@@ -71,6 +71,7 @@ class Work:
     future: Future
     enqueued: float
     truncate_left: bool = False
+    client: str = ""
     # filled by the worker
     logits: np.ndarray | None = None
     remaining: int = 0
@@ -129,3 +130,51 @@ def check_fits(core, query: str, texts: Sequence[str], positions: Sequence[int] 
             f"{what} {where}: `inputs` must have at most {backend.max_length} tokens. Given: {int(lengths[i])} "
             f"(query and text together; set truncate=true to cut the text to fit)"
         )
+
+
+#: Characters one model token can span at most once whitespace runs are collapsed: WordPiece (BERT, MiniLM)
+#: makes each word of up to `max_input_chars_per_word` = 100 characters into one or more tokens and a longer
+#: word into one [UNK], so a token covers at most 100 characters plus the space before it. A text cut to
+#: `max_length * CHARS_PER_TOKEN` characters therefore keeps every token the model reads.
+CHARS_PER_TOKEN = 101
+
+
+def fit_document(text: str, max_length: int, max_chars: int) -> str:
+    """A stored product text cut to what a model of `max_length` tokens per pair can read.
+
+    Texts up to `min(max_chars, max_length * CHARS_PER_TOKEN)` characters come back unchanged; a longer one
+    gets its whitespace runs collapsed to single spaces (tokenizers split on whitespace, so the tokens are
+    the same) and is cut to that many characters. The model then cuts the pair to `max_length` tokens
+    itself, so the score equals the score of the whole text. `max_chars` (the core's `max_text_chars`) wins
+    when smaller: with a 512-token model and the default 20,000 characters, only texts averaging over 39
+    characters per token would lose tokens the model reads.
+    """
+    cap = max(1, min(int(max_chars), int(max_length) * CHARS_PER_TOKEN))
+    if len(text) <= cap:
+        return text
+    return " ".join(text[: cap * 4].split())[:cap] if len(text) > cap * 4 else " ".join(text.split())[:cap]
+
+
+def fit_query(backend, query: str) -> str:
+    """`query`, or its longest word-boundary prefix that `backend` accepts as a query (`max_query_tokens()`).
+
+    Search cuts an over-long query for the cross-encoder instead of refusing it (the kNN step used the whole
+    query). Counts with `backend.query_tokens` (thread-safe), a binary search over word boundaries: about
+    log2(words) tokenizer calls, only for a query that is too long. A single word that is already too long
+    is cut by characters the same way. Returns "" only when not even one character fits.
+    """
+    limit = backend.max_query_tokens()
+    if backend.query_tokens(query) <= limit:
+        return query
+    cuts = [i for i in range(1, len(query)) if query[i].isspace() and not query[i - 1].isspace()]
+    if not cuts or backend.query_tokens(query[: cuts[0]]) > limit:
+        cuts = list(range(1, len(query)))  # by characters
+    lo, hi, best = 0, len(cuts) - 1, ""
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        head = query[: cuts[mid]]
+        if backend.query_tokens(head) <= limit:
+            best, lo = head, mid + 1
+        else:
+            hi = mid - 1
+    return best.rstrip()

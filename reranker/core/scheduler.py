@@ -4,7 +4,14 @@ Design (after Hugging Face text-embeddings-inference's router/core/backend split
 - `submit` validates a request (limits, query length in tokens), puts it on a bounded queue counted in
   (query, document) pairs, and returns a `concurrent.futures.Future` at once. A full queue raises
   `QueueFullError` immediately (back-pressure, never an unbounded wait).
-- One worker thread takes the oldest request plus as many queued ones as fit in `max_batch_pairs`,
+- The queue is fair between clients (`client`: the caller's `client_id`, else its connection): each client
+  has its own FIFO, and batches take requests from the clients in round-robin order, a client that had
+  nothing queued going first (FQ-CoDel's "new flow" rule, RFC 8290 section 4.1), so a light client waits
+  for at most the batch in progress, never behind a heavy client's backlog. When the queue is full, a
+  client holding less than its fair share (`queue_pairs` / clients with queued work) still gets in: the
+  newest requests of the client holding the most pairs are pushed out (they fail with QueueFullError)
+  until the new one fits. A client at or above its share is refused as before.
+- A worker thread takes the next request plus as many queued ones as fit in `max_batch_pairs`,
   tokenizes all their pairs in one call, sorts the pairs by token length (longest first) and runs
   sub-batches of `sub_batch` pairs (more for short pairs, up to `sub_batch_tokens` padded tokens; never
   above `max_batch_tokens`). Between sub-batches it
@@ -74,7 +81,9 @@ class ScoringCore:
             on_swap=self._on_swap,
         )
         self._prepare = loader is None
-        self._queue: deque[Work] = deque()
+        # per-client FIFOs; the dict's order is the round-robin ring (the first client is served next)
+        self._queues: dict[str, deque[Work]] = {}
+        self._client_pairs: dict[str, int] = {}
         self._queued_pairs = 0
         self._cond = threading.Condition()
         self._busy = 0  # workers scoring a batch now
@@ -112,9 +121,9 @@ class ScoringCore:
         self._accepting = False
         end = time.monotonic() + max(0.0, grace_s)
         with self._cond:
-            while (self._queue or self._busy) and time.monotonic() < end:
+            while (self._queues or self._busy) and time.monotonic() < end:
                 self._cond.wait(min(0.05, max(0.0, end - time.monotonic())))
-            if self._queue or self._busy:
+            if self._queues or self._busy:
                 self._abort.set()
             self._stopping.set()
             self._cond.notify_all()
@@ -123,9 +132,11 @@ class ScoringCore:
             if t is not threading.current_thread():
                 t.join(timeout=5.0)
         with self._cond:
-            while self._queue:
-                w = self._queue.popleft()
-                fail(w.future, DeadlineExceededError("the scoring core stopped before this request was scored"))
+            for q in self._queues.values():
+                for w in q:
+                    fail(w.future, DeadlineExceededError("the scoring core stopped before this request was scored"))
+            self._queues.clear()
+            self._client_pairs.clear()
             self._queued_pairs = 0
             self._update_queue_metrics()
 
@@ -143,7 +154,13 @@ class ScoringCore:
     def queue_depth(self) -> tuple[int, int]:
         """(requests, pairs) waiting in the queue (not counting the batch being scored)."""
         with self._cond:
-            return len(self._queue), self._queued_pairs
+            return sum(len(q) for q in self._queues.values()), self._queued_pairs
+
+    def client_queue_depth(self, client: str) -> tuple[int, int]:
+        """(requests, pairs) of `client` waiting in the queue."""
+        with self._cond:
+            q = self._queues.get(client)
+            return (len(q), self._client_pairs.get(client, 0)) if q else (0, 0)
 
     @property
     def busy(self) -> bool:
@@ -178,6 +195,7 @@ class ScoringCore:
         deadline: float | None = None,
         front: str = "grpc",
         truncate_left: bool = False,
+        client: str = "",
     ) -> "Future[ScoreResult]":
         """Queue one request; returns a Future resolving to a ScoreResult (input order).
 
@@ -187,15 +205,18 @@ class ScoringCore:
             deadline: `time.monotonic()` value after which the work is dropped (DeadlineExceededError).
             front: which front calls ("grpc", "http"); for logs.
             truncate_left: cut over-long documents at their start instead of their end.
+            client: who asks (a `client_id` or a connection), for the fair queue; "" is one shared client.
 
         Raises (at once, nothing queued):
             InvalidInputError: empty query, a non-string document.
             TooLargeError: more than `max_documents` documents, a text over `max_text_chars`, or a query
                 too long to leave room for the document in the model's `max_length` tokens.
             NoModelError: no model is loaded (nothing promoted).
-            QueueFullError: the queue holds `queue_pairs` pairs already, or the core is not running.
+            QueueFullError: the queue holds `queue_pairs` pairs already and this client holds its fair share
+                of them (or more), or the core is not running.
 
-        The future fails with DeadlineExceededError (deadline passed) or BackendError (model failure),
+        The future fails with DeadlineExceededError (deadline passed), BackendError (model failure) or
+        QueueFullError (pushed out of a full queue to make room for a client below its fair share),
         and is cancelled by `future.cancel()` when the caller goes away (its remaining work is dropped).
         """
         s = self.settings
@@ -231,26 +252,96 @@ class ScoringCore:
             total = time.monotonic() - now
             fut.set_result(
                 ScoreResult(
-                    cached, backend.scores(cached), backend.version, {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": total}, 0
+                    cached,
+                    backend.scores(cached),
+                    backend.version,
+                    {"queue": 0.0, "tokenize": 0.0, "inference": 0.0, "total": total},
+                    0,
                 )
             )
             return fut
         work = Work(
-            query=query, documents=docs, deadline=deadline, front=front, future=fut, enqueued=now, truncate_left=truncate_left
+            query=query,
+            documents=docs,
+            deadline=deadline,
+            front=front,
+            future=fut,
+            enqueued=now,
+            truncate_left=truncate_left,
+            client=client,
         )
         if deadline is not None and now >= deadline:
             fail(fut, DeadlineExceededError("the deadline passed before the request was queued"))
             return fut
         with self._cond:
             if self._queued_pairs + work.n > s.queue_pairs:
-                raise QueueFullError(
-                    f"scoring queue is full ({self._queued_pairs} pairs waiting, limit {s.queue_pairs}); retry later"
-                )
-            self._queue.append(work)
+                self._make_room(work)  # raises QueueFullError when this client may not push others out
+            q = self._queues.get(client)
+            if q is None:
+                # a client with nothing queued goes first (new-flow rule); it rejoins at the end once served
+                q = self._queues[client] = deque()
+                self._queues = {client: q, **{c: v for c, v in self._queues.items() if c != client}}
+            q.append(work)
+            self._client_pairs[client] = self._client_pairs.get(client, 0) + work.n
             self._queued_pairs += work.n
             self._update_queue_metrics()
             self._cond.notify()
         return fut
+
+    def _make_room(self, work: Work) -> None:
+        """Called with the lock held when `work` does not fit: push out the newest requests of the client
+        holding the most pairs while `work`'s client stays within its fair share, else raise QueueFullError.
+
+        Fair share: `queue_pairs` // (clients with queued work, this one included). Nothing is pushed out
+        unless all of it together makes room (a refusal changes nothing).
+        """
+        s = self.settings
+        clients = set(self._queues) | {work.client}
+        share = s.queue_pairs // len(clients)
+        mine = self._client_pairs.get(work.client, 0)
+        need = self._queued_pairs + work.n - s.queue_pairs
+        victims: list[Work] = []
+        if mine + work.n <= share:
+            held = dict(self._client_pairs)
+            freed = 0
+            while freed < need:
+                top = max((c for c in held if c != work.client), key=lambda c: held[c], default=None)
+                if top is None or held[top] <= share:
+                    break
+                q = self._queues[top]
+                w = q[-1 - sum(v.client == top for v in victims)]
+                victims.append(w)
+                held[top] -= w.n
+                freed += w.n
+            if freed < need:
+                victims = []
+        if not victims:
+            if self.metrics:
+                self.metrics.queue_rejected.labels("full").inc()
+            fair = f"; this client holds {mine}, its fair share is {share}" if len(clients) > 1 else ""
+            raise QueueFullError(
+                f"scoring queue is full ({self._queued_pairs} pairs waiting, limit {s.queue_pairs}{fair}); retry later"
+            )
+        for w in victims:
+            self._remove(w)
+            if self.metrics:
+                self.metrics.queue_rejected.labels("pushed_out").inc()
+            fail(
+                w.future,
+                QueueFullError(
+                    "scoring queue is full: this request was pushed out to make room for another client's fair share; retry later"
+                ),
+            )
+
+    def _remove(self, w: Work) -> None:
+        """Take queued `w` off its client's FIFO (lock held)."""
+        q = self._queues[w.client]
+        q.remove(w)
+        self._client_pairs[w.client] -= w.n
+        self._queued_pairs -= w.n
+        if not q:
+            del self._queues[w.client]
+            del self._client_pairs[w.client]
 
     async def score(
         self,
@@ -259,33 +350,50 @@ class ScoringCore:
         deadline: float | None = None,
         front: str = "grpc",
         truncate_left: bool = False,
+        client: str = "",
     ) -> ScoreResult:
         """asyncio wrapper of `submit`: awaits the result; cancelling the awaiting task drops the work.
 
         Raises what `submit` raises, and DeadlineExceededError / BackendError from the worker.
         """
-        fut = self.submit(query, documents, deadline, front, truncate_left)
+        fut = self.submit(query, documents, deadline, front, truncate_left, client)
         return await asyncio.wrap_future(fut)
 
     # ------------------------------------------------------------------ worker
     def _update_queue_metrics(self) -> None:
         if self.metrics:
-            self.metrics.queue_depth.labels("requests").set(len(self._queue))
+            self.metrics.queue_depth.labels("requests").set(sum(len(q) for q in self._queues.values()))
             self.metrics.queue_depth.labels("pairs").set(self._queued_pairs)
 
+    def _pop_next(self) -> Work:
+        """The head request of the first client in the ring; that client moves to the ring's end (lock held)."""
+        client, q = next(iter(self._queues.items()))
+        w = q.popleft()
+        del self._queues[client]
+        self._client_pairs[client] -= w.n
+        if q:
+            self._queues[client] = q  # back of the ring
+        else:
+            del self._client_pairs[client]
+        self._queued_pairs -= w.n
+        return w
+
     def _take(self) -> list[Work] | None:
+        """Block until work is queued; a batch in round-robin order over the clients, up to `max_batch_pairs`
+        pairs (the first request always, however large). None when the core stops."""
         with self._cond:
-            while not self._queue:
+            while not self._queues:
                 if self._stopping.is_set():
                     return None
                 self._cond.wait(0.25)
-            batch = [self._queue.popleft()]
+            batch = [self._pop_next()]
             pairs = batch[0].n
-            while self._queue and pairs + self._queue[0].n <= self.settings.max_batch_pairs:
-                w = self._queue.popleft()
-                batch.append(w)
-                pairs += w.n
-            self._queued_pairs -= pairs
+            while self._queues:
+                head = next(iter(self._queues.values()))[0]
+                if pairs + head.n > self.settings.max_batch_pairs:
+                    break
+                batch.append(self._pop_next())
+                pairs += head.n
             self._busy += 1
             self._update_queue_metrics()
             return batch
@@ -435,7 +543,9 @@ class ScoringCore:
         self.cache.put(version, w.query, w.documents, w.logits, w.truncate_left)
         if self.metrics and self.cache.enabled:
             self.metrics.cache_entries.set(len(self.cache))
-        result = ScoreResult(logits=w.logits, scores=backend.scores(w.logits), model_version=version, timings=timings, tokens=w.tokens)
+        result = ScoreResult(
+            logits=w.logits, scores=backend.scores(w.logits), model_version=version, timings=timings, tokens=w.tokens
+        )
         w.alive = False
         if not w.future.done():
             try:

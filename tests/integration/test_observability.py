@@ -221,7 +221,13 @@ def scrape(tmp_path_factory, os_client, opensearch_url) -> dict[str, set[str]]:
     path.mkdir(parents=True, exist_ok=True)
     (path / "card.json").write_text("{}")
     registry.promote(version, reason="test")
-    settings = ServeSettings(grpc_port=0, threads=1, registry_poll_s=0.05, max_documents=50)
+    settings = ServeSettings(
+        grpc_port=0,
+        threads=1,
+        registry_poll_s=0.05,
+        max_documents=50,
+        search_indices=f"{ok_index},{failing_index},t-obs-no-such-index",  # the allow-list: a missing name is NOT_FOUND
+    )
     metrics = Metrics()
     port = metrics.start_http("127.0.0.1", 0)
     core = ScoringCore(settings, registry, metrics, loader=lambda v, p: FakeBackend(v, max_length=64))

@@ -611,7 +611,10 @@ def test_limits_and_bad_input_get_their_status(make_sidecar, trained_registry, p
         assert code_of(lambda: c.search("dress", top_k=5, filters={"price": "10"})) == ia
         assert code_of(lambda: c.search("dress", top_k=5, filters={"gender": []})) == ia
         assert code_of(lambda: c.search("dress", top_k=5, index="*")) == ia
-        assert code_of(lambda: c.search("dress", top_k=5, index=f"missing-{uuid.uuid4().hex}")) == grpc.StatusCode.NOT_FOUND
+        # names outside the allow-list (default: the configured index) are refused, existing or not
+        assert (
+            code_of(lambda: c.search("dress", top_k=5, index=f"missing-{uuid.uuid4().hex}")) == grpc.StatusCode.PERMISSION_DENIED
+        )
         # and the server still answers normally
         assert len(c.rerank("dress", ["a red dress"]).results) == 1
 

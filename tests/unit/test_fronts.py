@@ -19,6 +19,7 @@ from reranker.errors import (
     InvalidInputError,
     NoModelError,
     OpenSearchUnavailableError,
+    PermissionDeniedError,
     QueueFullError,
     TooLargeError,
     UnauthenticatedError,
@@ -80,13 +81,14 @@ def test_one_status_table_for_both_fronts():
         IndexNotFoundError("x"): ("NOT_FOUND", 404),
         BackendError("x"): ("INTERNAL", 500),
         UnauthenticatedError("x"): ("UNAUTHENTICATED", 401),
+        PermissionDeniedError("x"): ("PERMISSION_DENIED", 403),
         RuntimeError("unexpected"): ("INTERNAL", 500),
     }
     for exc, (grpc_code, http) in cases.items():
         st = status_of(exc)
         assert (st.grpc, st.http) == (grpc_code, http)
         assert status_for(exc) == grpc.StatusCode[grpc_code]
-    assert status_of(RuntimeError()) is UNEXPECTED and len(TABLE) == 9
+    assert status_of(RuntimeError()) is UNEXPECTED and len(TABLE) == 10
 
 
 def _hits(texts):

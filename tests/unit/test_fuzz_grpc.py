@@ -385,3 +385,27 @@ def test_undecodable_request_is_invalid_argument(fuzz_server, method, body):
     parse (invalid UTF-8 in a proto3 string, garbage bytes); it is the client's error."""
     code, details, _, _ = _call(fuzz_server, method, body)
     assert code == INVALID and "not a valid" in details, (code, details)
+
+
+def test_refused_stream_group_drops_the_groups_already_queued(make_core):
+    """Regression: RerankStream queues one core request per (query, direction, truncate) group; when a later
+    group was refused (here a query too long for the model, INVALID_ARGUMENT; a full queue does the same),
+    the groups already queued were never cancelled and the worker scored them for a call that had ended."""
+    loads = Loads(delay_per_pair_s=0.05)
+    core = make_core(loads=loads, sub_batch=1, sub_batch_tokens=1)  # one pair per forward pass
+    server = GrpcServer(ServeSettings(grpc_port=0, threads=1), core)
+    server.start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            first = [tei_pb2.RerankStreamRequest(query="red dress", text=f"red dress {i}", truncate=True) for i in range(20)]
+            refused = tei_pb2.RerankStreamRequest(query="red " * 200, text="red dress", truncate=True)
+            code, details, _, _ = _call(channel, "/tei.v1.Rerank/RerankStream", [*first, refused], stream=True)
+        assert code == INVALID and "query is" in details, (code, details)
+        deadline = time.monotonic() + 5
+        while (core.queue_depth()[1] or core.busy) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not core.busy
+        runs = loads.loaded[-1].runs
+        assert runs < 20, f"{runs} of the 20 pairs of the ended call were scored"
+    finally:
+        server.stop(0.5)

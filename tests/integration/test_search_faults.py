@@ -436,7 +436,8 @@ def test_four_heavy_clients_do_not_starve_a_normal_one(make_sidecar, trained_reg
     batch, not for the heavy clients' backlog (FIFO order would put them behind 1,000+ pairs).
 
     The machine is shared, so the time bound is in units of one 200-pair batch measured on the same sidecar just
-    before (`t200`): a light search must finish within 4 * t200, while the backlog it skips is >= 5 * t200.
+    before (`t200`): a light search must finish within 3 * t200 (measured: <= 1.3 * t200), while the backlog it
+    skips is >= 5 * t200.
     """
     sc = make_sidecar(trained_registry, index, rerank_window=200, grpc_workers=32)
     texts = list(_text_of(docs).values())[:200]
@@ -487,4 +488,4 @@ def test_four_heavy_clients_do_not_starve_a_normal_one(make_sidecar, trained_reg
     assert errors == []
     assert all(b >= 1000 for _, _, b in light), "the heavy backlog must be there for this test"
     assert [ok for ok, _, _ in light] == [True] * len(light)
-    assert max(s for _, s, _ in light) < 4 * t200
+    assert max(s for _, s, _ in light) < 3 * t200

@@ -92,6 +92,21 @@ def test_a_light_client_is_served_before_a_heavy_clients_backlog(gated, fair):
         assert order == ["h0", "h1", "h2", "h3", "h4", "h5", "light"]
 
 
+def test_the_request_taken_first_is_scored_first_within_a_shared_batch(gated):
+    # one batch holds the light request (taken first: new client) and a heavy one with LONGER texts; a global
+    # longest-first order would score all heavy pairs first, the per-request order scores the light ones first
+    core, backend, gate, _ = gated(max_batch_pairs=64, max_documents=40, sub_batch=5, sub_batch_tokens=1)
+    first = core.submit("q", _docs("h0", 5), client="heavy")
+    _wait_busy(core)
+    heavy = core.submit("q", [f"h1 doc {i} with many more words in it" for i in range(40)], client="heavy")
+    light = core.submit("q", _docs("light", 5), client="light")
+    gate.set()
+    for f in (light, heavy, first):
+        f.result(5)
+    order = [d.split()[0] for d in backend.order]
+    assert order == ["h0", "light"] + ["h1"] * 8  # the light request's one pass comes before every heavy one
+
+
 def test_clients_with_backlogs_take_turns(gated):
     core, backend, gate, _ = gated(max_batch_pairs=4, max_documents=4)
     first = core.submit("q", _docs("x0", 4), client="x")

@@ -370,6 +370,14 @@ class ReferenceJudge(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # listen backlog: a burst of concurrent connects must not be refused (default 5)
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away (killed, timed out) is routine here, not a traceback on stderr."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, model: str = "reference-rubric-v1", faults: str = "", verbose: bool = False
     ):

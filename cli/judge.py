@@ -39,6 +39,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def in_process_judge(settings: LabelSettings, faults: str = "") -> tuple[LabelSettings, ReferenceJudge | None]:
+    """With the reference judge and no base URL, start it in-process on a free port and return settings that
+    point at it plus the server (the caller stops it); otherwise (settings, None) unchanged."""
+    if settings.base_url is not None or not settings.is_reference_judge():
+        return settings, None
+    server = ReferenceJudge("127.0.0.1", 0, settings.judge_model, faults)
+    server.start()
+    print(f"reference judge (a rubric, NOT an LLM) in-process at {server.url}", flush=True)
+    return settings.model_copy(update={"base_url": server.url}), server
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """`fashion-rerank judge calibrate`: grade human-labelled pairs with the judge and report agreement.
 
@@ -62,15 +73,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = LabelSettings(**over)
-    server = None
-    if settings.base_url is None and settings.is_reference_judge():
-        server = ReferenceJudge("127.0.0.1", 0, settings.judge_model, args.faults or "")
-        server.start()
-        settings = settings.model_copy(update={"base_url": server.url})
-        print(f"reference judge (a rubric, NOT an LLM) in-process at {server.url}", flush=True)
-    elif args.faults:
+    if args.faults and not (settings.base_url is None and settings.is_reference_judge()):
         print("error: --faults applies to the in-process reference judge only")
         return 1
+    settings, server = in_process_judge(settings, args.faults or "")
     human = args.human or str(ESCI_SAMPLE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

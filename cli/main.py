@@ -9,6 +9,7 @@
     fashion-rerank refresh                         the labeling job: sample -> grade -> train -> evaluate -> promote
     fashion-rerank judge serve                     the reference judge (a rubric, not an LLM), OpenAI-compatible
     fashion-rerank judge calibrate --human FILE    the judge's agreement with human labels (kappa, Spearman)
+    fashion-rerank experiment label-quality        implicit labels vs judge grades on held-out queries (your logs, H&M)
     fashion-rerank opensearch start | stop | status | install-pipeline | uninstall-pipeline
     fashion-rerank demo                            the whole system end to end (what `make demo` runs)
     fashion-rerank status                          what runs, which model serves, the alias and its index, the logs
@@ -260,6 +261,46 @@ def _judge(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_handler("cli.judge:cmd_calibrate"))
 
 
+def _experiment(sub: argparse._SubParsersAction) -> None:
+    g = _group(sub, "experiment", "experiments that answer questions about your own data")
+    p = g.add_parser(
+        "label-quality",
+        help="implicit labels (clicks, add-to-carts, purchases) vs judge grades vs the base model vs kNN order, "
+        "on held-out queries, against implicit and judge qrels",
+    )
+    p.add_argument(
+        "--data",
+        choices=["ubi", "hm", "simulated"],
+        default="ubi",
+        help="ubi: your index + ubi_queries/ubi_events; hm: the H&M reproduction (Kaggle files from a path); "
+        "simulated: the bundled Myntra catalog with a simulated log (tests, a quick look)",
+    )
+    p.add_argument("--alias", default=None, help="products alias (ubi: yours; hm/simulated: the one built, default lq-<data>)")
+    p.add_argument("--ubi-queries", default="ubi_queries", help="ubi_queries index or JSONL (--data ubi)")
+    p.add_argument("--ubi-events", default="ubi_events", help="ubi_events index or JSONL (--data ubi)")
+    p.add_argument("--hm-articles", default=None, help="H&M articles.csv/.parquet (--data hm; default $FR_HM_ARTICLES)")
+    p.add_argument(
+        "--hm-transactions", default=None, help="H&M transactions parquet/csv (--data hm; default $FR_HM_TRANSACTIONS)"
+    )
+    p.add_argument("--quick", action="store_true", help="a small slice: minutes, for tests and a first look")
+    p.add_argument("--products", type=int, default=None, help="index at most this many products (hm/simulated)")
+    p.add_argument("--purchases", type=int, default=None, help="use at most this many purchases (hm)")
+    p.add_argument("--implicit-pairs", type=int, default=None, help="cap on implicit training pairs (default: all)")
+    p.add_argument("--judge-ratio", type=float, default=10.0, help="implicit pairs per judged pair (>= 10 by design)")
+    p.add_argument("--grades", choices=["graded", "binary"], default="graded", help="implicit grades (docs/implicit-labels.md)")
+    p.add_argument("--eval-queries", type=int, default=None, help="held-out queries (default 200; --quick 30)")
+    p.add_argument("--eval-top-k", type=int, default=None, help="kNN candidates reranked per held-out query (default 50)")
+    p.add_argument("--judge-top-k", type=int, default=10, help="kNN pool per judged train query")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default reports/label-quality-<data>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v1)")
+    p.add_argument("--base-url", default=None, help="judge base URL; unset with the reference judge: run it in-process")
+    p.add_argument("--budget-usd", type=float, default=None, help="stop grading at this spend")
+    p.add_argument("--base-model", default=None, help="packaged:all-MiniLM-L6-v2 or cross-encoder/ms-marco-MiniLM-L6-v2")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs of both arms (default FR_LABEL_EPOCHS)")
+    p.set_defaults(func=_handler("cli.experiment:cmd_label_quality"))
+
+
 # ------------------------------------------------------------------------------------------ opensearch
 
 
@@ -354,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve the reranking sidecar, label queries with an LLM judge, train and promote the cross-encoder.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_index, _serve, _labels, _model, _refresh, _judge, _opensearch, _demo, _status):
+    for add in (_index, _serve, _labels, _model, _refresh, _judge, _experiment, _opensearch, _demo, _status):
         add(sub)
     return parser
 

@@ -21,6 +21,7 @@ is ours alone and stopped at the end. Timings go to stdout (`-s`) and docs/relia
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import random
@@ -644,7 +645,10 @@ def small_disk(size_kib: int):
         yield folder if proc.returncode == 0 else None
     finally:
         if proc.returncode == 0:
-            subprocess.run(["umount", str(folder)], capture_output=True)
+            gc.collect()  # stores that were not closed give their descriptors back
+            # lazy: detached at once even if a descriptor is still open somewhere; freed when it closes
+            done = subprocess.run(["umount", "-l", str(folder)], capture_output=True, text=True)
+            assert done.returncode == 0, f"cannot unmount {folder}: {done.stderr}"
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -88,16 +88,16 @@ NUMBER = st.one_of(st.sampled_from([0, 1, 2, 10, 999, 1000, 1001, U32]), st.inte
 MANY = st.sampled_from([0, 1, 2, 999, 1000, 1001, 3000])
 
 
-def _product():
+def _product(strings=STRING):
     fields = [f.name for f in reranker_pb2.Product.DESCRIPTOR.fields]
-    return st.fixed_dictionaries({}, optional={f: STRING for f in fields}).map(lambda kw: reranker_pb2.Product(**kw))
+    return st.fixed_dictionaries({}, optional={f: strings for f in fields}).map(lambda kw: reranker_pb2.Product(**kw))
 
 
 def _document(strings=STRING):
     """A Document with `content` = text, product or unset (the oneof left empty)."""
     return st.one_of(
         st.builds(lambda i, t: reranker_pb2.Document(id=i, text=t), SHORT, strings),
-        st.builds(lambda i, p: reranker_pb2.Document(id=i, product=p), SHORT, _product()),
+        st.builds(lambda i, p: reranker_pb2.Document(id=i, product=p), SHORT, _product(strings)),
         st.builds(lambda i: reranker_pb2.Document(id=i), SHORT),
     )
 
@@ -409,3 +409,24 @@ def test_refused_stream_group_drops_the_groups_already_queued(make_core):
         assert runs < 20, f"{runs} of the 20 pairs of the ended call were scored"
     finally:
         server.stop(0.5)
+
+
+def test_messages_over_the_size_limit_are_resource_exhausted(fuzz_server):
+    """The edges the fuzzing reaches only by chance: a request over `max_message_bytes` is refused by gRPC
+    (RESOURCE_EXHAUSTED, documented in the proto), and so is an answer that would pass it (`return_text` echoes
+    texts: a request just under the limit gets a slightly larger answer; the scoring is spent, the code is
+    still a documented one, never INTERNAL)."""
+    text = ("red dress " * 2000)[: LIMITS["max_text_chars"] - 10]
+    n = LIMITS["max_message_bytes"] // (len(text) + 6)
+    over = tei_pb2.RerankRequest(query="red dress", texts=[text] * (n + 5), truncate=True)
+    code, details, _, _ = _call(fuzz_server, "/tei.v1.Rerank/Rerank", over)
+    assert over.ByteSize() > LIMITS["max_message_bytes"] and code == EXHAUSTED and "Received message larger" in details
+    under = tei_pb2.RerankRequest(query="red dress", texts=[text] * (n - 1), truncate=True, return_text=True)
+    while (room := LIMITS["max_message_bytes"] - under.ByteSize() - 200) > 10:  # fill up to 200 bytes below the limit
+        under.texts.append(text[: min(len(text), room - 6)])
+    code, details, _, _ = _call(fuzz_server, "/tei.v1.Rerank/Rerank", under)
+    assert (
+        LIMITS["max_message_bytes"] - 300 < under.ByteSize() < LIMITS["max_message_bytes"]
+        and code == EXHAUSTED
+        and "Sent message larger" in details
+    )

@@ -12,8 +12,8 @@ Design (after Hugging Face text-embeddings-inference's router/core/backend split
   newest requests of the client holding the most pairs are pushed out (they fail with QueueFullError)
   until the new one fits. A client at or above its share is refused as before.
 - A worker thread takes the next request plus as many queued ones as fit in `max_batch_pairs`,
-  tokenizes all their pairs in one call, sorts each request's pairs by token length (longest first; the
-  requests in the order taken, so the first one resolves first) and runs
+  tokenizes all their pairs in one call, sorts the pairs by token length (longest first; in a batch of
+  several clients, the request taken first goes before the others, so it resolves first) and runs
   sub-batches of `sub_batch` pairs (more for short pairs, up to `sub_batch_tokens` padded tokens; never
   above `max_batch_tokens`). Between sub-batches it
   drops the remaining pairs of any request whose deadline passed or whose future was cancelled (client
@@ -491,11 +491,14 @@ class ScoringCore:
                 w.tokenize_s = tok_s
                 w.inference_started = t1
                 start += w.n
-            # each request's pairs longest first, the requests in the order the fair queue took them: the
-            # request taken first (a light client's, by the new-client rule) resolves after its own pairs,
-            # not after the whole batch; sub-batches still span request boundaries
-            bounds = np.cumsum([0] + [w.n for w in live])
-            order = np.concatenate([a + length_order(lengths[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+            # longest first. A batch of several clients scores the request taken first (a light client's, by
+            # the new-client rule) before the rest, so it resolves after its own pairs, not after the whole
+            # batch: measured on Myntra texts, 2-7% more padded tokens in such batches, none in the others
+            first = live[0].n
+            if first < len(lengths) and len({w.client for w in live}) > 1:
+                order = np.concatenate([length_order(lengths[:first]), first + length_order(lengths[first:])])
+            else:
+                order = length_order(lengths)
             pos, total = 0, len(order)
             while pos < total:
                 self._check_alive(live)

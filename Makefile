@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup opensearch opensearch-stop test test-fast lint demo proto bench clean
+.PHONY: setup opensearch opensearch-stop test test-fast lint demo hm-experiment proto bench clean
 
 # Idempotent: a second run only re-installs when pyproject.toml or constraints.txt changed.
 setup: $(VENV)/.installed
@@ -39,6 +39,15 @@ lint: setup
 
 demo: setup
 	$(BIN)/fashion-rerank demo $(DEMO_ARGS)
+
+# The MODA reproduction on H&M: implicit (purchase) labels vs judge grades vs the base model vs kNN order.
+# The Kaggle files are never bundled: HM_ARTICLES=.../articles.parquet HM_TRANSACTIONS=.../transactions.parquet
+# make hm-experiment [QUICK=1]; the report goes to reports/label-quality-hm[-quick]/ (docs/label-quality.md).
+HM_ARTICLES ?= $(FR_HM_ARTICLES)
+HM_TRANSACTIONS ?= $(FR_HM_TRANSACTIONS)
+hm-experiment: setup
+	$(BIN)/fashion-rerank experiment label-quality --data hm --hm-articles "$(HM_ARTICLES)" \
+	  --hm-transactions "$(HM_TRANSACTIONS)" $(if $(QUICK),--quick,) $(EXPERIMENT_ARGS)
 
 # Regenerate the gRPC stubs from proto/ (tests fail when they are stale).
 proto: setup

@@ -16,7 +16,7 @@ Every label comes from a bounded set, never from request content (no query text,
 | `queue_rejected_total` | counter | reason (full: refused at submit; pushed_out: dropped from a full queue for another client's fair share) |
 | `knn_partial_total` | counter | kind (short: fewer hits than asked while more products match; timed_out; shards_failed) |
 | `search_truncated_total` | counter | kind (query: cut to the model's query tokens; document: stored text cut to what the model reads) |
-| `opensearch_errors_total` | counter | kind (unavailable, timeout, not_found, bad_request, other) |
+| `opensearch_errors_total` | counter | kind (unavailable, timeout, auth, not_found, bad_request, other) |
 | `model_info` | gauge = 1 | version (the serving version; the old label is removed on a swap) |
 | `model_loads_total` | counter | outcome (ok, error) |
 | `score_cache_requests_total` | counter | outcome (hit: every pair was cached, the model was skipped; miss) |

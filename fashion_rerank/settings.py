@@ -445,7 +445,11 @@ class LabelSettings(BaseSettings):
 
     # -- promotion gate
     promotion_margin: float = Field(0.005, ge=0, description="dev nDCG@10 the candidate must gain over the baseline")
-    score_std_floor: float = Field(0.01, ge=0, description="minimum std of candidate scores on dev (collapse check), in the served score space (fashion_rerank.scores)")
+    score_std_floor: float = Field(
+        0.01,
+        ge=0,
+        description="minimum std of candidate scores on dev (collapse check), in the served score space (fashion_rerank.scores)",
+    )
     test_tolerance: float = Field(0.01, ge=0, description="allowed test nDCG@10 drop vs the baseline")
 
     @model_validator(mode="after")

@@ -88,9 +88,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-    for n, why in result.labels.skipped:
-        print(f"skipped {human} line {n}: {why}")
     lines = [f"human labels: {human} ({len(result.labels.pairs)} pairs, {len(result.labels.skipped)} rows skipped)"]
+    lines += [f"skipped line {n}: {why}" for n, why in result.labels.skipped[:10]]
+    if len(result.labels.skipped) > 10:
+        lines.append(f"... and {len(result.labels.skipped) - 10} more skipped rows (calibration.json lists them all)")
     lines += result.agreement.lines()
     (out / "calibration.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(

@@ -285,8 +285,12 @@ def _experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a small slice: minutes, for tests and a first look")
     p.add_argument("--products", type=int, default=None, help="index at most this many products (hm/simulated)")
     p.add_argument("--purchases", type=int, default=None, help="use at most this many purchases (hm)")
-    p.add_argument("--implicit-pairs", type=int, default=None, help="cap on implicit training pairs (default: all)")
-    p.add_argument("--judge-ratio", type=float, default=10.0, help="implicit pairs per judged pair (>= 10 by design)")
+    p.add_argument(
+        "--implicit-pairs", type=int, default=None, help="implicit training pairs, a seeded sample (default 10,000; --quick: all)"
+    )
+    p.add_argument(
+        "--judge-ratio", type=float, default=10.0, help="implicit pairs per judged pair (default 10, the study's design; >= 1)"
+    )
     p.add_argument("--grades", choices=["graded", "binary"], default="graded", help="implicit grades (docs/implicit-labels.md)")
     p.add_argument("--eval-queries", type=int, default=None, help="held-out queries (default 200; --quick 30)")
     p.add_argument("--eval-top-k", type=int, default=None, help="kNN candidates reranked per held-out query (default 50)")

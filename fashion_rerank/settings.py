@@ -440,7 +440,7 @@ class LabelSettings(BaseSettings):
     train_bf16: Literal["auto", "on", "off"] = Field(
         "auto",
         description="CPU training under bfloat16 autocast (weights stay fp32); auto: when the CPU has native bf16 "
-        "(fashion_rerank.hardware.cpu_has_bf16). Measured: docs/performance.md#training",
+        "(fashion_rerank.hardware.cpu_has_bf16). Measure it with bench/train_bench.py (docs/performance.md#training)",
     )
 
     # -- promotion gate

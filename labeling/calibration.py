@@ -131,12 +131,27 @@ def read_human_labels(path: str | Path, limit: int | None = None) -> HumanLabels
     Returns:
         HumanLabels; bad rows are in `.skipped` as (line number, reason), never silently dropped.
     Raises:
-        FileNotFoundError: no such file. ValueError: no valid pair at all.
+        FileNotFoundError: no such file. ValueError: no valid pair at all (the first reasons in the message), a
+            folder, or a file that cannot be read as text (e.g. a corrupt .gz).
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"human labels {p}: no such file")
+    if p.is_dir():
+        raise ValueError(f"human labels {p}: a folder, not a file")
     out = HumanLabels(str(p), [])
+    try:
+        _read_rows(p, out, limit)
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"human labels {p}: cannot be read ({exc.__class__.__name__}: {exc})") from exc
+    if not out.pairs:
+        first = "; ".join(f"line {n}: {why}" for n, why in out.skipped[:3])
+        raise ValueError(f"human labels {p}: no valid pair ({len(out.skipped)} rows skipped{': ' + first if first else ''})")
+    return out
+
+
+def _read_rows(p: Path, out: HumanLabels, limit: int | None) -> None:
+    """Parse the rows of `p` into `out` (valid pairs and skipped rows), stopping at `limit` pairs."""
     seen: set[tuple[str, str]] = set()
     with _open_text(p) as fh:
         if p.name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
@@ -169,9 +184,6 @@ def read_human_labels(path: str | Path, limit: int | None = None) -> HumanLabels
                 continue
             seen.add(key)
             out.pairs.append(pair)
-    if not out.pairs:
-        raise ValueError(f"human labels {p}: no valid pair ({len(out.skipped)} rows skipped)")
-    return out
 
 
 @dataclass

@@ -498,9 +498,11 @@ _PRODUCT_GENDERS = {"men", "women", "boy", "girl", "unisex", "kid"}
 
 # phrase -> canonical, longest phrases first for greedy matching; catalog type names match themselves
 _BASE_TYPE_PAIRS = {(canon(p), canon(t)) for t, ps in TYPE_SYNONYMS.items() for p in (*ps, t)} | {(t, t) for t in TYPE_GROUP}
+# ties (one phrase, several types: "tights" is a leggings word and a type of its own) go to the type that is the
+# phrase itself, then alphabetically, so a parse never depends on set order (PYTHONHASHSEED)
 _TYPE_PHRASES = sorted(
     _BASE_TYPE_PAIRS | {(canon(p), canon(t)) for p, t in HM_TYPE_PHRASES.items()},
-    key=lambda x: (-len(x[0]), x[0]),
+    key=lambda x: (-len(x[0]), x[0], x[1] != x[0], x[1]),
 )
 #: ... -> every canonical type a query naming that type may parse to ("tights" is a leggings phrase and a type)
 _HM_PRODUCT_ACCEPTS: dict[str, set[str]] = {
@@ -516,7 +518,7 @@ _COLOUR_PHRASES = sorted(
     [(canon(p), c, "exact") for c, ps in COLOUR_EXACT.items() for p in ps]
     + [(canon(p), c, "synonym") for p, c in COLOUR_SYNONYM.items()]
     + [(c, c, "exact") for c in COLOUR_FAMILY if c not in {canon(x) for x in COLOUR_EXACT}],
-    key=lambda x: (-len(x[0]), x[0]),
+    key=lambda x: (-len(x[0]), x[0], x[1], x[2]),
 )
 
 

@@ -61,6 +61,15 @@ def test_bad_rows_are_reported_with_line_numbers_and_skipped(tmp_path):
         read_human_labels(tmp_path / "empty.jsonl")
     with pytest.raises(FileNotFoundError):
         read_human_labels(tmp_path / "missing.csv")
+    # the first reasons are in the message when nothing is usable; a folder and a corrupt .gz are clear errors
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"query": "x", "grade": 9, "text": "y"}) + "\n")
+    with pytest.raises(ValueError, match="line 1: grade 9 is not an integer 0-3"):
+        read_human_labels(tmp_path / "bad.jsonl")
+    with pytest.raises(ValueError, match="a folder"):
+        read_human_labels(tmp_path)
+    (tmp_path / "corrupt.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_human_labels(tmp_path / "corrupt.csv.gz")
 
 
 def test_agreement_figures_on_a_built_case(tmp_path):

@@ -18,31 +18,25 @@ from cli.main import main as cli_main
 pytestmark = pytest.mark.slow
 
 
+def experiment_args(alias: str, out) -> list[str]:
+    """The tiny slice's command line (the first run and the rerun use the same one)."""
+    return ["experiment", "label-quality", "--data", "simulated", "--quick", "--products", "300", "--implicit-pairs", "200"] + [
+        "--eval-queries",
+        "12",
+        "--eval-top-k",
+        "15",
+        "--alias",
+        alias,
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture(scope="module")
 def experiment(opensearch_url, tmp_path_factory):
     out = tmp_path_factory.mktemp("lq")
     alias = f"t-lq-{out.name[-6:]}"
-    rc = cli_main(
-        [
-            "experiment",
-            "label-quality",
-            "--data",
-            "simulated",
-            "--quick",
-            "--products",
-            "300",
-            "--implicit-pairs",
-            "200",
-            "--eval-queries",
-            "12",
-            "--eval-top-k",
-            "15",
-            "--alias",
-            alias,
-            "--out",
-            str(out),
-        ]
-    )
+    rc = cli_main(experiment_args(alias, out))
     yield rc, out, alias
     from fashion_rerank.opensearch import make_client
 
@@ -101,27 +95,7 @@ def test_a_rerun_reuses_judgments_and_models(experiment, capsys):
     assert rc == 0
     before = (out / "judgments.jsonl").read_text()
     stats_before = (out / "models" / "implicit" / "train_stats.json").read_text()
-    rc2 = cli_main(
-        [
-            "experiment",
-            "label-quality",
-            "--data",
-            "simulated",
-            "--quick",
-            "--products",
-            "300",
-            "--implicit-pairs",
-            "200",
-            "--eval-queries",
-            "12",
-            "--eval-top-k",
-            "15",
-            "--alias",
-            alias,
-            "--out",
-            str(out),
-        ]
-    )
+    rc2 = cli_main(experiment_args(alias, out))
     assert rc2 == 0
     assert (out / "judgments.jsonl").read_text() == before  # nothing graded (paid) twice
     assert (out / "models" / "implicit" / "train_stats.json").read_text() == stats_before  # not retrained

@@ -252,6 +252,7 @@ def prepare_model(args, work: Path) -> dict:
     """A temporary registry holding the model to benchmark, with its ONNX files and gate; returns
     {"registry", "name", "version", "folder", "source", "gate", "export_s", "export_cached", "judgments"}."""
     from fashion_rerank.registry import ModelRegistry
+    from fashion_rerank.settings import REFERENCE_JUDGE_MODEL
 
     name = args.model_name or "fashion-ce"
     reg = ModelRegistry(work / "models", name)
@@ -273,7 +274,7 @@ def prepare_model(args, work: Path) -> dict:
             pass
         j = card.get("judgments") or {}
         store_path = Path(args.judgments or j.get("store") or "") if (args.judgments or j.get("store")) else None
-        judge_model = args.judge_model or j.get("judge_model") or "reference-rubric-v1"
+        judge_model = args.judge_model or j.get("judge_model") or REFERENCE_JUDGE_MODEL
         if (src / "onnx" / "manifest.json").exists() and not args.regate:
             shutil.copytree(src / "onnx", folder / "onnx")
             info["export_how"] = "the version's own onnx/ (gate as decided when it was trained)"

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fashion_rerank.settings import REFERENCE_JUDGE_MODEL
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -24,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judgments", default="var/demo/judgments/judgments.jsonl", help="judgments store (make demo writes it)")
-    ap.add_argument("--judge-model", default="reference-rubric-v1")
+    ap.add_argument("--judge-model", default=REFERENCE_JUDGE_MODEL)
     ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--order", default="bf16,fp32", help="modes in run order")
     ap.add_argument("--json", default=None, help="write the figures here")

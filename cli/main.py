@@ -147,7 +147,7 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _judge_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v1)")
+    p.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v2)")
     p.add_argument("--base-url", default=None, help="judge base URL (OPENAI_BASE_URL)")
     p.add_argument("--budget-usd", type=float, default=None, help="stop grading at this spend (FR_LABEL_BUDGET_USD)")
     p.add_argument("--concurrency", type=int, default=None, help="judge requests in flight")
@@ -231,7 +231,7 @@ def _judge(sub: argparse._SubParsersAction) -> None:
     p = g.add_parser("serve", help="run the reference judge as an OpenAI-compatible Chat Completions server")
     p.add_argument("--host", default=None, help="default FR_JUDGE_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default FR_JUDGE_PORT or 8088; 0 picks a free port")
-    p.add_argument("--model", default=None, help="model name to answer to (default reference-rubric-v1)")
+    p.add_argument("--model", default=None, help="model name to answer to (default reference-rubric-v2)")
     p.add_argument("--faults", default=None, help="failure injection, e.g. '429x2,slow=0.5' (see labeling.judge_server)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=_handler("cli.judge:cmd_serve"))
@@ -252,7 +252,7 @@ def _judge(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="with the in-process reference judge only: failure injection, e.g. 'free-text' or 'grade=7' (labeling.judge_server)",
     )
-    c.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v1)")
+    c.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v2)")
     c.add_argument(
         "--base-url", default=None, help="judge base URL (OPENAI_BASE_URL); unset with the reference judge: run it in-process"
     )
@@ -297,7 +297,7 @@ def _experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge-top-k", type=int, default=10, help="kNN pool per judged train query")
     p.add_argument("--out", type=Path, default=None, help="report folder (default reports/label-quality-<data>)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v1)")
+    p.add_argument("--judge-model", default=None, help="FR_LABEL_JUDGE_MODEL (default reference-rubric-v2)")
     p.add_argument("--base-url", default=None, help="judge base URL; unset with the reference judge: run it in-process")
     p.add_argument("--budget-usd", type=float, default=None, help="stop grading at this spend")
     p.add_argument("--base-model", default=None, help="packaged:all-MiniLM-L6-v2 or cross-encoder/ms-marco-MiniLM-L6-v2")
@@ -371,6 +371,12 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alias", default=None, help="index alias (default OPENSEARCH_INDEX_ALIAS or 'products')")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
     p.add_argument("--seed", type=int, default=42, help="seed of the query generator and training (default 42)")
+    p.add_argument(
+        "--shopper-queries",
+        default=None,
+        help="hand-written held-out queries, query<TAB>kind per line (default: the bundled "
+        "demo/data/shopper_queries.tsv; 'none' to skip)",
+    )
     p.add_argument("--grpc-port", type=int, default=50051, help="sidecar gRPC port (0 = any free port)")
     p.add_argument("--metrics-port", type=int, default=9464, help="sidecar Prometheus port (0 = any free port)")
     p.add_argument("--judge-port", type=int, default=8088, help="reference judge port (0 = any free port)")

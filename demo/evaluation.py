@@ -142,3 +142,34 @@ def evaluate_heldout(calls: list[dict], grades: dict[tuple[str, str], int], seed
         if q in per["knn"]["nDCG@10"]
     }
     return out
+
+
+def metrics_by_kind(per_query: dict[str, dict[str, float]], kind_of: dict[str, str]) -> dict[str, dict]:
+    """Mean nDCG@10 of kNN order and of the reranked order per kind of query (e.g. the hand-written set's
+    occasion / gift / brand ... kinds).
+
+    Args:
+        per_query: `evaluate_heldout(...)["per_query"]`: {query: {"knn": nDCG@10, "reranked": nDCG@10}}.
+        kind_of: {query: kind}; queries without a kind count as "other".
+    Returns:
+        {kind: {"queries": n, "knn": mean, "reranked": mean, "delta": reranked - knn, "wins": n reranked > kNN,
+        "losses": n reranked < kNN}}, kinds in first-seen order of `kind_of`.
+    """
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in dict.fromkeys(kind_of.values())}
+    for q, v in per_query.items():
+        rows.setdefault(kind_of.get(q, "other"), []).append(v)
+    out: dict[str, dict] = {}
+    for kind, vs in rows.items():
+        if not vs:
+            continue
+        knn = sum(v["knn"] for v in vs) / len(vs)
+        rr = sum(v["reranked"] for v in vs) / len(vs)
+        out[kind] = {
+            "queries": len(vs),
+            "knn": knn,
+            "reranked": rr,
+            "delta": rr - knn,
+            "wins": sum(v["reranked"] > v["knn"] + 1e-9 for v in vs),
+            "losses": sum(v["reranked"] < v["knn"] - 1e-9 for v in vs),
+        }
+    return out

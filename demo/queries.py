@@ -60,31 +60,31 @@ from fashion_rerank.product import Product
 TYPE_WORDS: dict[str, tuple[str, ...]] = {
     "Tshirts": ("t-shirt", "tshirt", "tee", "t shirt"),
     "Shirts": ("shirt",),
-    "Casual Shoes": ("casual shoes", "sneakers"),
-    "Sports Shoes": ("sports shoes", "running shoes", "trainers"),
+    "Casual Shoes": ("casual shoes", "sneakers", "kicks"),
+    "Sports Shoes": ("sports shoes", "running shoes", "trainers", "gym shoes", "tennis shoes"),
     "Formal Shoes": ("formal shoes", "leather shoes", "office shoes"),
-    "Watches": ("watch",),
+    "Watches": ("watch", "wristwatch"),
     "Kurtas": ("kurta",),
     "Kurtis": ("kurti",),
     "Kurta Sets": ("kurta set",),
     "Tops": ("top",),
     "Tunics": ("tunic",),
-    "Handbags": ("handbag", "purse"),
-    "Heels": ("heels", "high heels"),
+    "Handbags": ("handbag", "purse", "tote"),
+    "Heels": ("heels", "high heels", "stilettos"),
     "Flats": ("flats", "ballerinas"),
     "Sandals": ("sandals",),
     "Sports Sandals": ("sports sandals", "floaters"),
-    "Flip Flops": ("flip flops", "slippers", "chappals"),
-    "Sunglasses": ("sunglasses", "shades"),
+    "Flip Flops": ("flip flops", "slippers", "chappals", "sliders"),
+    "Sunglasses": ("sunglasses", "shades", "sunnies"),
     "Wallets": ("wallet",),
     "Belts": ("belt",),
-    "Backpacks": ("backpack", "school bag"),
+    "Backpacks": ("backpack", "school bag", "rucksack"),
     "Laptop Bag": ("laptop bag",),
     "Duffel Bag": ("duffel bag", "gym bag"),
     "Messenger Bag": ("messenger bag", "sling bag"),
     "Clutches": ("clutch",),
     "Socks": ("socks",),
-    "Briefs": ("briefs",),
+    "Briefs": ("briefs", "undies", "underwear"),
     "Boxers": ("boxers",),
     "Trunk": ("trunks",),
     "Innerwear Vests": ("vest", "undershirt"),
@@ -92,7 +92,7 @@ TYPE_WORDS: dict[str, tuple[str, ...]] = {
     "Jeans": ("jeans", "denims"),
     "Shorts": ("shorts",),
     "Trousers": ("trousers", "pants", "chinos"),
-    "Track Pants": ("track pants", "joggers"),
+    "Track Pants": ("track pants", "joggers", "trackies", "sweatpants", "sweats"),
     "Capris": ("capris", "three fourths"),
     "Leggings": ("leggings",),
     "Jeggings": ("jeggings",),
@@ -103,12 +103,12 @@ TYPE_WORDS: dict[str, tuple[str, ...]] = {
     "Dupatta": ("dupatta",),
     "Sweatshirts": ("sweatshirt", "hoodie"),
     "Sweaters": ("sweater", "pullover", "jumper"),
-    "Jackets": ("jacket",),
+    "Jackets": ("jacket", "parka", "puffer jacket", "windbreaker"),
     "Rain Jacket": ("rain jacket", "raincoat"),
     "Blazers": ("blazer",),
     "Waistcoat": ("waistcoat",),
     "Tracksuits": ("tracksuit",),
-    "Night suits": ("night suit", "pyjama set"),
+    "Night suits": ("night suit", "pyjama set", "pj set", "jammies"),
     "Nightdress": ("nightdress", "nightie"),
     "Lounge Pants": ("lounge pants", "pyjamas"),
     "Caps": ("cap",),
@@ -116,12 +116,31 @@ TYPE_WORDS: dict[str, tuple[str, ...]] = {
     "Scarves": ("scarf",),
     "Stoles": ("stole",),
     "Mufflers": ("muffler",),
-    "Earrings": ("earrings",),
+    "Earrings": ("earrings", "studs", "jhumkas"),
     "Pendant": ("pendant",),
     "Necklace and Chains": ("necklace", "chain"),
     "Bangle": ("bangles",),
     "Bracelet": ("bracelet",),
     "Ring": ("ring",),
+    "Cufflinks": ("cufflinks",),
+    "Suspenders": ("suspenders", "braces"),
+    "Waist Pouch": ("waist pouch", "bum bag", "fanny pack"),
+    # beauty and personal care
+    "Lipstick": ("lipstick", "lippie"),
+    "Lip Gloss": ("lip gloss",),
+    "Lip Liner": ("lip liner",),
+    "Nail Polish": ("nail polish", "nail varnish", "nail paint"),
+    "Kajal and Eyeliner": ("eyeliner", "kajal", "kohl"),
+    "Mascara": ("mascara",),
+    "Eyeshadow": ("eyeshadow",),
+    "Foundation and Primer": ("foundation", "primer"),
+    "Highlighter and Blush": ("blush", "blusher", "highlighter"),
+    "Compact": ("compact",),
+    "Face Moisturisers": ("moisturiser", "moisturizer", "face cream"),
+    "Face Wash and Cleanser": ("face wash", "cleanser"),
+    "Sunscreen": ("sunscreen", "sun cream"),
+    "Deodorant": ("deodorant", "deo", "body spray"),
+    "Perfume and Body Mist": ("perfume", "fragrance", "body mist", "eau de toilette", "aftershave"),
 }
 
 #: Catalog colour -> shopper words (first = the catalog word). Unlisted colours (NA, Multi, Skin, ...)
@@ -179,6 +198,22 @@ GENDER_WORDS: dict[str, tuple[str, ...]] = {
     "for girls": ("Girls",),
     "kids": ("Boys", "Girls"),
     "for kids": ("Boys", "Girls"),
+    # gift phrasing and everyday words for who it is for
+    "women's": ("Women",),
+    "gift for him": ("Men",),
+    "for dad": ("Men",),
+    "for my husband": ("Men",),
+    "for my boyfriend": ("Men",),
+    "for my brother": ("Men",),
+    "for guys": ("Men",),
+    "gift for her": ("Women",),
+    "for mum": ("Women",),
+    "for mom": ("Women",),
+    "for my wife": ("Women",),
+    "for my girlfriend": ("Women",),
+    "for my sister": ("Women",),
+    "for my son": ("Boys",),
+    "for my daughter": ("Girls",),
 }
 #: Catalog gender -> shopper words used for it (Unisex products get no gender word).
 _GENDER_CHOICES: dict[str, tuple[str, ...]] = {
@@ -187,12 +222,18 @@ _GENDER_CHOICES: dict[str, tuple[str, ...]] = {
 
 #: Catalog usage -> (words placed before the type, phrases placed after it).
 USAGE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "Formal": (("formal", "office"), ("for office", "for work")),
-    "Party": (("party",), ("for party",)),
+    "Formal": (("formal", "office", "workwear"), ("for office", "for work", "for interviews", "for meetings")),
+    "Party": (("party", "clubbing", "date night"), ("for party", "for a night out", "for prom", "for a cocktail party")),
     "Casual": (("casual", "everyday"), ()),
     "Smart Casual": (("smart casual",), ()),
-    "Sports": (("sports", "gym"), ("for gym", "for running", "for sports")),
-    "Ethnic": (("ethnic", "festive", "traditional"), ("for festive season", "for wedding")),
+    "Sports": (
+        ("sports", "gym", "workout"),
+        ("for gym", "for running", "for sports", "for jogging", "for hiking", "for cycling", "for the gym"),
+    ),
+    "Ethnic": (
+        ("ethnic", "festive", "traditional"),
+        ("for festive season", "for wedding", "for a wedding", "for diwali", "for eid", "for puja"),
+    ),
 }
 
 SEASON_WORDS: dict[str, tuple[str, ...]] = {
@@ -243,6 +284,20 @@ STYLE_WORDS: tuple[str, ...] = (
     "flip flops",
 )
 
+#: Catalog brand -> the ways shoppers write it (first = the catalog name lowercased); unlisted brands are
+#: written as the catalog names them, lowercased.
+BRAND_WORDS: dict[str, tuple[str, ...]] = {
+    "United Colors of Benetton": ("united colors of benetton", "benetton", "ucb"),
+    "U.S. Polo Assn.": ("u.s. polo assn.", "us polo"),
+    "ADIDAS": ("adidas",),
+    "ADIDAS Originals": ("adidas originals", "adidas"),
+    "Levis": ("levis", "levi's"),
+    "Ray-Ban": ("ray-ban", "ray ban", "rayban"),
+    "Rayban": ("rayban", "ray ban"),
+    "Ray Ban": ("ray ban", "rayban"),
+    "French Connection": ("french connection", "fcuk"),
+}
+
 #: Probability that a slot is filled (the product type is always named).
 SLOT_PROBABILITY: dict[str, float] = {
     "colour": 0.65,
@@ -250,7 +305,7 @@ SLOT_PROBABILITY: dict[str, float] = {
     "usage": 0.3,
     "usage_casual": 0.1,
     "season": 0.12,
-    "brand": 0.12,
+    "brand": 0.15,
     "style": 0.2,
 }
 
@@ -407,9 +462,9 @@ def _render(product: Product, rng: random.Random) -> tuple[str, Intent] | None:
     usage_before = rng.choice(before) if usage and before else ""
     usage_after = rng.choice(after) if usage and after else ""
     slots = {
-        "B": brand.lower(),
+        "B": rng.choice(BRAND_WORDS.get(brand, (brand.lower(),))) if brand else "",
         "C": rng.choice(COLOUR_WORDS[colour]) if colour else "",
-        "G": gender_word if not gender_word.startswith("for ") else "",
+        "G": gender_word if "for" not in gender_word.split() else "",
         "g": gender_word,
         "U": usage_before,
         "u": usage_after,
@@ -467,6 +522,7 @@ def generate_queries(
     zipf_s: float = 1.0,
     stream_factor: float = 3.0,
     typo_rate: float = 0.04,
+    exclude: Iterable[str] = (),
 ) -> QuerySet:
     """Build `n_distinct` distinct shopper queries from `products`, split into train and held-out test.
 
@@ -480,6 +536,8 @@ def generate_queries(
         zipf_s: Zipf exponent of the repeat counts (query rank r is sent ~C / r**s times, at least once).
         stream_factor: train+test stream requests per distinct query (sets C).
         typo_rate: share of distinct queries with one typo.
+        exclude: query strings never to produce, nor any reordering of their words (the demo passes its
+            hand-written held-out queries, so the training traffic never contains one).
 
     Returns:
         QuerySet with `train` and `test` lists (each query has an `intent` that >= 1 given product matches).
@@ -494,6 +552,7 @@ def generate_queries(
         raise ValueError("no product has a product type that shoppers query (see TYPE_WORDS)")
     pool.sort(key=lambda p: p.id)  # independent of catalog order
     rng = random.Random(seed)
+    excluded = {group_key(t) for t in exclude}
     found: dict[str, tuple[Intent, bool]] = {}
     draws = 0
     while len(found) < n_distinct and draws < 50 * n_distinct:
@@ -508,7 +567,7 @@ def generate_queries(
             t = _typo(text, rng, protect=intent.brand.lower())
             if t:
                 text, typo = t, True
-        if text not in found:
+        if text not in found and group_key(text) not in excluded:
             found[text] = (intent, typo)
 
     texts = list(found)

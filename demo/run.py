@@ -56,9 +56,12 @@ from demo.evaluation import (  # noqa: F401
     METRIC_NAMES,
     evaluate_heldout,
     load_refresh_summary,
+    metrics_by_kind,
 )
 from demo.queries import generate_queries
 from demo.report import render_markdown, write_report
+from demo.shopper_queries import DEFAULT_PATH as HAND_QUERIES_PATH
+from demo.shopper_queries import HandQueries, read_hand_queries
 from demo.support import (  # noqa: F401 - re-exported for tests and callers
     MIN_FREE_BYTES,
     Background,
@@ -81,6 +84,7 @@ from fashion_rerank import local_node
 from fashion_rerank.opensearch import make_client
 from fashion_rerank.product import Product, rerank_text, text_hash
 from fashion_rerank.settings import (
+    REFERENCE_JUDGE_MODEL,
     LabelSettings,
     ModelSettings,
     NodeSettings,
@@ -129,6 +133,7 @@ class DemoConfig:
     judge_port: int = 8088
     keep_running: bool = False
     examples: int = 3
+    shopper_queries: Path | None = HAND_QUERIES_PATH
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -196,6 +201,7 @@ class Demo:
         self.target = ""
         self.products: list = []
         self.queryset = None
+        self.hand: HandQueries | None = None
         self.results: dict[str, Any] = {}
 
     # -- helpers
@@ -271,6 +277,13 @@ class Demo:
         cfg.metrics_port = claim_port(cfg.metrics_port, "sidecar's Prometheus metrics", "--metrics-port")
         if not external_judge():
             cfg.judge_port = claim_port(cfg.judge_port, "reference judge server", "--judge-port")
+        if cfg.shopper_queries:
+            try:
+                self.hand = read_hand_queries(cfg.shopper_queries)
+            except (OSError, ValueError) as exc:
+                raise DemoError(f"cannot read the hand-written shopper queries: {exc} (--shopper-queries)") from exc
+            for why in self.hand.skipped:
+                log(f"hand-written queries: skipped {why}")
         # state of the previous run: the registry must start empty so that "before" is the kNN order
         for sub in ("models", "judgments", "refresh", "logs"):
             shutil.rmtree(self.work / sub, ignore_errors=True)
@@ -392,7 +405,13 @@ class Demo:
     def step_replay(self) -> dict:
 
         cfg = self.cfg
-        self.queryset = generate_queries(self.products, n_distinct=cfg.queries, test_share=cfg.test_share, seed=cfg.seed)
+        self.queryset = generate_queries(
+            self.products,
+            n_distinct=cfg.queries,
+            test_share=cfg.test_share,
+            seed=cfg.seed,
+            exclude=self.hand.texts() if self.hand else (),
+        )
         qs = self.queryset
         stream = qs.stream("train")
         s = qs.summary()
@@ -430,7 +449,7 @@ class Demo:
 
         kw: dict[str, Any] = {"judgments_path": judgments_path}
         if not external_judge():
-            kw.update(base_url=self.judge_url, api_key="reference-judge-needs-no-key", judge_model="reference-rubric-v1")
+            kw.update(base_url=self.judge_url, api_key="reference-judge-needs-no-key", judge_model=REFERENCE_JUDGE_MODEL)
         return LabelSettings(**kw)
 
     def start_judge(self) -> None:
@@ -481,7 +500,7 @@ class Demo:
             env.update(
                 FR_LABEL_BASE_URL=self.judge_url,
                 FR_LABEL_API_KEY="reference-judge-needs-no-key",
-                FR_LABEL_JUDGE_MODEL="reference-rubric-v1",
+                FR_LABEL_JUDGE_MODEL=REFERENCE_JUDGE_MODEL,
             )
         cmd = cli_cmd(
             "refresh",
@@ -533,13 +552,12 @@ class Demo:
         log(
             f"searching {len(test)} held-out queries (top_k {cfg.top_k}, all candidates returned) at concurrency {cfg.concurrency}"
         )
-        calls = search_many(self.target, test, cfg.top_k, cfg.top_k, cfg.concurrency, label="held-out", keep_hits=True)
-        bad = [c for c in calls if not c["ok"]]
-        if bad:
-            raise DemoError(
-                f"{len(bad)} held-out Search calls failed, e.g. {bad[0]['error']}; sidecar log {self.sidecar.log_path}"
-            )
-        not_reranked = sum(not c["reranked"] for c in calls)
+        calls = self._search_heldout(test, "held-out")
+        hand_calls: list[dict] = []
+        if self.hand:
+            log(f"searching {len(self.hand.queries)} hand-written shopper queries ({self.hand.path})")
+            hand_calls = self._search_heldout(self.hand.texts(), "hand-written")
+        not_reranked = sum(not c["reranked"] for c in calls + hand_calls)
         if promoted and not_reranked:
             log(f"warning: {not_reranked} held-out searches came back in kNN order (fail-open)")
 
@@ -548,7 +566,7 @@ class Demo:
         store = JudgmentStore(store_path)
         settings = self.judge_settings(store_path)
         requests, seen = [], set()
-        for c in calls:
+        for c in calls + hand_calls:
             nq = normalise_query(c["query"])
             for h in c["hits"]:
                 text = rerank_text(Product.from_fields(h["product"], id=h["id"]))
@@ -574,6 +592,7 @@ class Demo:
         grades = {(j.query, j.product_id): j.grade for j in store.judgments(settings.judge_model) if j.labeled}
         self.results["measure"] = {
             "calls": calls,
+            "hand_calls": hand_calls,
             "grades": grades,
             "grading": gs.to_dict(),
             "not_reranked": not_reranked,
@@ -582,17 +601,40 @@ class Demo:
             "base_url": settings.base_url,
         }
         self.results["metrics"] = evaluate_heldout(calls, grades, seed=cfg.seed)
-        m = self.results["metrics"]
+        self._log_metrics("generated", self.results["metrics"])
+        if self.hand:
+            hand = evaluate_heldout(hand_calls, grades, seed=cfg.seed)
+            hand["by_kind"] = metrics_by_kind(hand["per_query"], self.hand.kind_of())
+            hand["latency_ms"] = {
+                "p50": percentile([c["ms"] for c in hand_calls], 50),
+                "p95": percentile([c["ms"] for c in hand_calls], 95),
+            }
+            self.results["hand_metrics"] = hand
+            self._log_metrics("hand-written", hand)
+        return {"note": f"{len(test)} + {len(hand_calls)} queries, {len(requests)} pairs graded"}
+
+    def _search_heldout(self, queries: list[str], label: str) -> list[dict]:
+        """Search `queries` with every candidate returned (both orders); DemoError when any call fails."""
+        cfg = self.cfg
+        calls = search_many(self.target, queries, cfg.top_k, cfg.top_k, cfg.concurrency, label=label, keep_hits=True)
+        bad = [c for c in calls if not c["ok"]]
+        if bad:
+            raise DemoError(
+                f"{len(bad)} {label} Search calls failed, e.g. {bad[0]['error']}; sidecar log {self.sidecar.log_path}"
+            )
+        return calls
+
+    @staticmethod
+    def _log_metrics(name: str, m: dict) -> None:
         for sysname in ("knn", "reranked"):
             log(
-                f"{sysname:>8}: "
+                f"{name} {sysname:>8}: "
                 + ", ".join(
                     f"{k} {m['systems'][sysname][k]['value']:.3f} [{m['systems'][sysname][k]['ci95'][0]:.3f}, "
                     f"{m['systems'][sysname][k]['ci95'][1]:.3f}]"
                     for k in METRIC_NAMES
                 )
             )
-        return {"note": f"{len(test)} queries, {len(requests)} pairs graded"}
 
     # -- 7. report
     def build_summary(self, steps: Steps) -> dict:
@@ -689,11 +731,32 @@ class Demo:
             "significance": m.get("significance", {}),
             "ideal": m.get("ideal", {}),
             "gap_closed": m.get("gap_closed"),
+            "handwritten": self.hand_summary(),
             "examples": self.examples(),
             "steps": [asdict(st) for st in steps.times],
             "total_seconds": steps.total,
             "caveats": caveats,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "extra_env"},
+        }
+
+    def hand_summary(self) -> dict:
+        """The hand-written held-out set's figures for summary.json ({} when the demo ran without one)."""
+        h = self.results.get("hand_metrics")
+        if not self.hand or not h:
+            return {}
+        return {
+            "file": str(self.hand.path),
+            "queries": len(self.hand.queries),
+            "skipped_lines": self.hand.skipped,
+            "evaluated": h["queries"],
+            "queries_without_relevant": h["queries_without_relevant"],
+            "systems": h["systems"],
+            "significance": h["significance"],
+            "ideal": h["ideal"],
+            "gap_closed": h["gap_closed"],
+            "by_kind": h["by_kind"],
+            "latency_ms": h["latency_ms"],
+            "per_query": h["per_query"],
         }
 
     def examples(self) -> list[dict]:
@@ -788,6 +851,12 @@ def run_demo(cfg: DemoConfig) -> dict:
                 f"  {label:<21} {x['ndcg@10']['value']:.3f}   {x['mrr@10']['value']:.3f}   {x['recall@10']['value']:.3f}"
                 f"      {x['latency_ms']['p50'] or 0:.0f} / {x['latency_ms']['p95'] or 0:.0f}"
             )
+        hw = s.get("handwritten") or {}
+        if hw:
+            print(f"hand-written queries ({hw['evaluated']} of {hw['queries']} with a relevant candidate)")
+            for key, label in (("knn", "kNN order"), ("reranked", "reranked")):
+                x = hw["systems"][key]
+                print(f"  {label:<21} {x['ndcg@10']['value']:.3f}   {x['mrr@10']['value']:.3f}   {x['recall@10']['value']:.3f}")
         judge = "reference rubric judge (not an LLM)" if s["judge"]["reference_rubric"] else f"LLM {s['judge']['model']}"
         print(f"labels: {judge}; {s['judged_pairs']['total']} judged pairs; base model {s['model'].get('base_model')}")
         print(f"\nreport:  {demo.paths['report']}\nsummary: {demo.paths['summary']}\nchart:   {demo.paths['chart']}")
@@ -814,4 +883,12 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         epochs=args.epochs,
         seed=args.seed,
         work=Path(args.work),
+        shopper_queries=_hand_path(getattr(args, "shopper_queries", None)),
     )
+
+
+def _hand_path(value: str | None) -> Path | None:
+    """--shopper-queries: None -> the bundled file, "none" -> no hand-written set, else that path."""
+    if value is None:
+        return HAND_QUERIES_PATH
+    return None if value.strip().lower() == "none" else Path(value)

@@ -350,7 +350,7 @@ class ServeSettings(BaseSettings):
 # - `OPENAI_API_KEY`  (or `FR_LABEL_API_KEY`)    a placeholder is sent when neither is set (the reference judge
 #                                                needs none; a real provider answers 401, which stops the job)
 # - `OPENAI_ORG_ID`   (or `FR_LABEL_ORGANIZATION`)
-# - `FR_LABEL_JUDGE_MODEL`                       default `reference-rubric-v1`, the shipped rubric judge (not an LLM)
+# - `FR_LABEL_JUDGE_MODEL`                       default `reference-rubric-v2`, the shipped rubric judge (not an LLM)
 #
 # Training defaults come from docs/reference/training-calibration.md#defaults-that-follow: on the Myntra catalog a fresh head
 # starts about 8% below kNN order; 5,000 pairs at lr 5e-5 for 3 epochs gave +16.6% nDCG@10, while small or
@@ -359,6 +359,9 @@ class ServeSettings(BaseSettings):
 
 #: Model name of the shipped reference judge; any judge model starting with this prefix is the rubric.
 REFERENCE_JUDGE_PREFIX = "reference-rubric"
+#: the shipped rubric judge's model name (labeling.rubric); v2 added the shopper words (slang, British/American
+#: names, beauty, occasions, gift recipients, brands), so its grades differ from v1's and are stored apart
+REFERENCE_JUDGE_MODEL = "reference-rubric-v2"
 
 
 class LabelSettings(BaseSettings):
@@ -382,7 +385,7 @@ class LabelSettings(BaseSettings):
     )
     api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("FR_LABEL_API_KEY", "OPENAI_API_KEY"))
     organization: str | None = Field(None, validation_alias=AliasChoices("FR_LABEL_ORGANIZATION", "OPENAI_ORG_ID"))
-    judge_model: str = Field("reference-rubric-v1", description="model name sent to the judge")
+    judge_model: str = Field(REFERENCE_JUDGE_MODEL, description="model name sent to the judge")
     extra_headers: dict[str, str] = Field(default_factory=dict, description="sent with every judge request (JSON)")
     price_input_per_1k: float = Field(0.0, ge=0, description="USD per 1,000 prompt tokens")
     price_output_per_1k: float = Field(0.0, ge=0, description="USD per 1,000 completion tokens")
@@ -479,5 +482,5 @@ class JudgeServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=0, le=65535, description="0 picks a free port")
-    model: str = Field("reference-rubric-v1", description="the model name it answers to")
+    model: str = Field(REFERENCE_JUDGE_MODEL, description="the model name it answers to")
     faults: str = ""

@@ -4,7 +4,7 @@ from a deterministic rubric over catalog attributes (`labeling.rubric`). IT IS N
 Why it exists: no LLM is reachable on the build machines, yet the labeling job must be exercised end to
 end exactly as it runs against a real provider — through the `openai` client, over HTTP, with structured
 output, token usage, rate limits and failures. Every label it produces is a rubric label; its model name
-(`reference-rubric-v1`) and `owned_by` say so, and the job's reports say so too.
+(`reference-rubric-v2`) and `owned_by` say so, and the job's reports say so too.
 
 Endpoints
     GET  /v1/models             the one model it serves
@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from fashion_rerank.settings import REFERENCE_JUDGE_MODEL
 from labeling import prompts, rubric
 
 OWNED_BY = "fashion-rerank reference rubric (deterministic rules, not an LLM)"
@@ -379,7 +380,7 @@ class ReferenceJudge(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, model: str = "reference-rubric-v1", faults: str = "", verbose: bool = False
+        self, host: str = "127.0.0.1", port: int = 0, model: str = REFERENCE_JUDGE_MODEL, faults: str = "", verbose: bool = False
     ):
         super().__init__((host, port), _Handler)
         self.model = model

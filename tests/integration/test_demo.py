@@ -135,12 +135,20 @@ def test_report_renders_from_a_summary(tmp_path):
             },
         },
         "significance": {"ndcg@10": {"test": "paired t-test", "p_value": 0.0001, "delta": 0.1, "delta_ci95": [0.05, 0.15]}},
-        "judge": {"name": "fashion-rerank judge-server", "model": "reference-rubric-v1", "reference_rubric": True},
+        "judge": {"name": "fashion-rerank judge-server", "model": "reference-rubric-v2", "reference_rubric": True},
         "model": {"base_model": "packaged:all-MiniLM-L6-v2", "training_time_s": 12.0},
         "judged_pairs": {"train": 100, "held_out": 50, "total": 150},
         "examples": [
             {"query": "black tee men", "knn": [{"title": "A | B", "grade": 1}], "reranked": [{"title": "C", "grade": 3}]}
         ],
+        "handwritten": {
+            "file": "demo/data/shopper_queries.tsv",
+            "queries": 80,
+            "evaluated": 78,
+            "systems": {"knn": {"ndcg@10": m(0.55), "mrr@10": m(0.6)}, "reranked": {"ndcg@10": m(0.71), "mrr@10": m(0.8)}},
+            "significance": {"ndcg@10": {"p_value": 0.002, "delta": 0.16, "delta_ci95": [0.08, 0.24]}},
+            "by_kind": {"gift": {"queries": 12, "knn": 0.5, "reranked": 0.75, "delta": 0.25, "wins": 9, "losses": 2}},
+        },
         "caveats": ["the rubric reads the same attributes as the generator"],
         "steps": [{"name": "index", "seconds": 1.5, "note": ""}],
         "total_seconds": 2.0,
@@ -150,6 +158,9 @@ def test_report_renders_from_a_summary(tmp_path):
     assert "| kNN order (bi-encoder only) | 0.700 [0.680, 0.720]" in md
     assert "reference rubric judge" in md and "not from an LLM" in md
     assert "A / B" in md  # a "|" inside a title cannot break the table
+    assert "| generated | ? | 0.700 | 0.800 | +0.100 [+0.050, +0.150] | < 0.001 | 0.750 -> 0.850 |" in md
+    assert "| hand-written | 78 | 0.550 | 0.710 | +0.160 [+0.080, +0.240] | 0.002 | 0.600 -> 0.800 |" in md
+    assert "| gift | 12 | 0.500 | 0.750 | +0.250 | 9 / 2 |" in md
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(paths["summary"].read_text())["systems"]["reranked"]["ndcg@10"]["value"] == 0.80
 
@@ -206,6 +217,10 @@ def test_demo_pipeline_end_to_end_on_a_catalog_slice(opensearch_url, os_client, 
     assert on_disk["model"]["base_model"] and on_disk["model"]["training_time_s"] > 0
     assert on_disk["significance"]["ndcg@10"]["p_value"] is not None
     assert len(on_disk["examples"]) == 3
+    # the hand-written set was searched, graded and reported beside the generated one
+    hw = on_disk["handwritten"]
+    assert hw["queries"] >= 60 and 0 < hw["evaluated"] <= hw["queries"] and hw["by_kind"]
+    assert "## Hand-written shopper queries beside the generated ones" in report and "| hand-written |" in report
     # the point of it all: the promoted cross-encoder beats kNN order on held-out queries
     assert on_disk["systems"]["reranked"]["ndcg@10"]["value"] > on_disk["systems"]["knn"]["ndcg@10"]["value"]
 

@@ -190,13 +190,13 @@ def test_reference_judge_speaks_openai_chat_completions(judge):
 
     client = OpenAI(base_url=judge.url, api_key="x", max_retries=0, timeout=10)
     models = client.models.list().data
-    assert [m.id for m in models] == ["reference-rubric-v1"]
+    assert [m.id for m in models] == ["reference-rubric-v2"]
     assert "not an LLM" in models[0].owned_by
     text = "Puma Men Navy Blue T-shirt | Tshirts | Navy Blue | Men | Casual | Summer"
     for structured in (True, False):
         kw = {"response_format": prompts.RESPONSE_FORMAT} if structured else {}
         r = client.chat.completions.create(
-            model="reference-rubric-v1", messages=prompts.build_messages("navy tee for men", text, structured), **kw
+            model="reference-rubric-v2", messages=prompts.build_messages("navy tee for men", text, structured), **kw
         )
         body = json.loads(r.choices[0].message.content)
         assert body["grade"] == 3 and body["reason"]
@@ -204,13 +204,13 @@ def test_reference_judge_speaks_openai_chat_completions(judge):
     # a shopper synonym colour is "good", another type of the same category "partial", another category 0
     cases = {"dark blue tee for men": 2, "navy shirt for men": 1, "black heels for women": 0}
     for q, want in cases.items():
-        r = client.chat.completions.create(model="reference-rubric-v1", messages=prompts.build_messages(q, text))
+        r = client.chat.completions.create(model="reference-rubric-v2", messages=prompts.build_messages(q, text))
         assert json.loads(r.choices[0].message.content)["grade"] == want, q
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=prompts.build_messages("x", text))
     # failures can also be asked for per request (FR_LABEL_EXTRA_HEADERS sends such headers)
     r = client.chat.completions.create(
-        model="reference-rubric-v1",
+        model="reference-rubric-v2",
         messages=prompts.build_messages("navy tee for men", text),
         extra_headers={"X-Judge-Faults": "fenced"},
     )
@@ -617,7 +617,7 @@ def test_cli_stats_and_srw_export(catalog, query_log, judge, tmp_path, os_client
     run_labeling(s, client=os_client, alias=catalog.alias, n_queries=10)
     assert main(["judgments", "stats", "--judgments", str(s.judgments_path)]) == 0
     out = capsys.readouterr().out
-    assert "reference-rubric-v1 / fashion-relevance-v1" in out and "not an LLM" in out and "grade3" in out
+    assert "reference-rubric-v2 / fashion-relevance-v1" in out and "not an LLM" in out and "grade3" in out
     dest = tmp_path / "srw.json"
     assert main(["judgments", "export", "--format", "srw", "--judgments", str(s.judgments_path), "--out", str(dest)]) == 0
     body = json.loads(dest.read_text())

@@ -149,7 +149,7 @@ def test_refresh_labels_trains_and_the_candidate_beats_knn_on_held_out_queries(r
     assert refreshed.registry.current() == version
     card = refreshed.registry.card(version)
     assert card["base_model"]["id"] == "packaged:all-MiniLM-L6-v2" and "fresh 1-label head" in card["base_model"]["kind"]
-    assert card["judgments"]["count"] == t["pairs"] and card["judgments"]["judge_model"] == "reference-rubric-v1"
+    assert card["judgments"]["count"] == t["pairs"] and card["judgments"]["judge_model"] == "reference-rubric-v2"
     assert card["judgments"]["prompt_version"] == "fashion-relevance-v1" and "NOT an LLM" in card["judgments"]["label_source"]
     assert card["training"]["learning_rate"] == 1e-4 and card["training"]["epochs"] == 2
     assert card["evaluation"]["test"]["systems"]["candidate"]["metrics"]["nDCG@10"] == new["nDCG@10"]

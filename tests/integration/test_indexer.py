@@ -127,7 +127,9 @@ def test_full_build_summary_mapping_and_searchable_at_return(os_client, built, e
 
     settings = os_client.indices.get_settings(index=summary.index)[summary.index]["settings"]["index"]
     assert settings["knn"] == "true" and settings["refresh_interval"] == "1s"
-    props = os_client.indices.get_mapping(index=summary.index)[summary.index]["mappings"]["properties"]
+    mapping = os_client.indices.get_mapping(index=summary.index)[summary.index]["mappings"]
+    assert mapping["_source"] == {"excludes": ["embedding"]}  # indexed for kNN, not stored in every hit's _source
+    props = mapping["properties"]
     assert props["embedding"]["type"] == "knn_vector" and props["embedding"]["dimension"] == encoder.dimension == 384
     assert props["embedding"]["method"]["name"] == "hnsw"
     assert props["rerank_text"] == {"type": "text", "store": True}

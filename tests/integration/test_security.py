@@ -164,12 +164,17 @@ def test_node_refuses_strangers_with_clear_errors(node, os_settings, client):
         make_client(missing)
 
 
-def test_indexer_builds_the_catalog_with_credentials(client, alias):
+def test_indexer_builds_the_catalog_with_credentials(client, alias, encoder):
+    from fashion_rerank.retrieval import knn_query
+
     indices = list(client.indices.get_alias(name=alias))
     assert len(indices) == 1
     assert client.count(index=alias)["count"] >= 140
-    hit = client.search(index=alias, body={"size": 1, "query": {"match_all": {}}})["hits"]["hits"][0]["_source"]
-    assert hit["rerank_text"] and len(hit["embedding"]) == 384
+    hit = client.search(index=alias, body={"size": 1, "query": {"match_all": {}}})["hits"]["hits"][0]
+    assert hit["_source"]["rerank_text"] and "embedding" not in hit["_source"]  # indexed, not stored in _source
+    # every document's vector is in the HNSW graph: its own text's embedding finds it first
+    again = client.search(index=alias, body=knn_query(encoder.encode([hit["_source"]["rerank_text"]])[0], 5))
+    assert again["hits"]["hits"][0]["_source"]["rerank_text"] == hit["_source"]["rerank_text"]  # (or a twin text)
 
 
 # -------------------------------------------------------------------------------------------- Search

@@ -365,7 +365,7 @@ def _demo(sub: argparse._SubParsersAction) -> None:
         "and measure held-out queries before and after reranking; writes reports/demo/.",
     )
     p.add_argument("--limit", type=int, default=None, help="index only the first N catalog products (default: all)")
-    p.add_argument("--queries", type=int, default=600, help="distinct generated shopper queries (1/3 held out; default 600)")
+    p.add_argument("--queries", type=int, default=900, help="distinct generated shopper queries (1/3 held out; default 900)")
     p.add_argument("--out", default="reports/demo", help="report folder (default reports/demo)")
     p.add_argument("--work", default="var/demo", help="demo state: model registry, query log, judgments, logs (default var/demo)")
     p.add_argument("--alias", default=None, help="index alias (default OPENSEARCH_INDEX_ALIAS or 'products')")

@@ -5,24 +5,29 @@ construction. The product's structured attributes are turned into the words shop
 
 - product type (`Product.attributes['product_type']`) -> everyday words: Tshirts -> t-shirt / tshirt / tee,
   Casual Shoes -> casual shoes / sneakers, Sports Shoes -> sports shoes / running shoes / trainers,
-  Trousers -> trousers / pants / chinos, Kurtas -> kurta, ... (TYPE_WORDS; 64 fashion types, beauty and
-  gift types of the Myntra catalog are left out)
+  Trousers -> trousers / pants / chinos, Kurtas -> kurta, Lipstick -> lipstick / lippie, Track Pants ->
+  track pants / joggers / trackies / sweatpants, ... (TYPE_WORDS: 82 types, fashion, beauty and personal care;
+  gift sets and free gifts of the Myntra catalog are left out)
 - colour -> the catalog word or an everyday synonym: Navy Blue -> navy / navy blue / dark blue,
   Maroon -> maroon / burgundy / wine, Off White -> off white / cream / ivory, Grey -> grey / gray (COLOUR_WORDS)
 - gender -> men / mens / men's / for men / for him, women / ladies / for women / for her, boys / girls / kids
-  ("kids" accepts Boys and Girls products; GENDER_WORDS)
-- usage -> occasion words: Formal -> formal / office / for office / for work, Party -> party, Sports ->
-  sports / gym / running / for gym, Ethnic -> ethnic / festive / traditional, Casual -> casual / everyday
+  ("kids" accepts Boys and Girls products), and gift phrasing: for dad / for my husband / gift for him,
+  for mum / for my wife / gift for her, for my son, for my daughter ... (GENDER_WORDS)
+- usage -> occasion and activity words: Formal -> formal / office / for work / for interviews, Party -> party /
+  date night / for a night out / for prom, Sports -> sports / gym / workout / for jogging / for hiking, Ethnic ->
+  ethnic / festive / for a wedding / for diwali, Casual -> casual / everyday
 - season -> summer / winter / autumn / spring
-- brand (`Product.attributes['brand']`, e.g. "Puma", "U.S. Polo Assn.") lowercased
+- brand (`Product.attributes['brand']`, e.g. "Puma", "U.S. Polo Assn.") lowercased, or a short form shoppers
+  write (BRAND_WORDS: benetton, us polo, levi's, ray ban)
 - a style word found in the product's own title (floral, denim, striped, checked, printed, slim fit, ...)
 
 Distributions (all drawn from one `random.Random(seed)`; default seed 42):
 
-- products are drawn uniformly from the catalog products whose type has shopper words, so common
-  types (t-shirts, shirts, casual shoes) are common queries, as in a real shop;
+- a product type (among those with shopper words) is drawn with probability proportional to the square root
+  of its product count, then one of its products uniformly: common types (t-shirts, shirts, casual shoes) are
+  common queries, as in a real shop, and every type with its shopper words still gets queries (`type_power`);
 - each slot is included with a fixed probability (SLOT_PROBABILITY): type always, colour 0.65,
-  gender 0.6, usage 0.3 (0.1 for Casual), season 0.12, brand 0.12, style word 0.2;
+  gender 0.6, usage 0.3 (0.1 for Casual), season 0.12, brand 0.15, style word 0.2;
 - phrasing: the slots are rendered in one of several word orders shoppers use (PHRASINGS), e.g.
   "black running shoes men", "navy formal shirt for office", "women floral summer dress",
   "kids denim shorts", "puma sneakers for men";
@@ -523,6 +528,7 @@ def generate_queries(
     stream_factor: float = 3.0,
     typo_rate: float = 0.04,
     exclude: Iterable[str] = (),
+    type_power: float = 0.5,
 ) -> QuerySet:
     """Build `n_distinct` distinct shopper queries from `products`, split into train and held-out test.
 
@@ -536,6 +542,11 @@ def generate_queries(
         zipf_s: Zipf exponent of the repeat counts (query rank r is sent ~C / r**s times, at least once).
         stream_factor: train+test stream requests per distinct query (sets C).
         typo_rate: share of distinct queries with one typo.
+        type_power: a product type is drawn with probability proportional to its product count ** type_power,
+            then a product of that type uniformly: 1 draws products uniformly (t-shirts, 16 % of the Myntra
+            catalog, would be 16 % of the queries and 22 of its 82 queried types would get no training query at
+            600 queries); the default 0.5 keeps common types common (t-shirts ~6 %) while every type and its
+            shopper words get queries.
         exclude: query strings never to produce, nor any reordering of their words (the demo passes its
             hand-written held-out queries, so the training traffic never contains one).
 
@@ -551,13 +562,19 @@ def generate_queries(
     if not pool:
         raise ValueError("no product has a product type that shoppers query (see TYPE_WORDS)")
     pool.sort(key=lambda p: p.id)  # independent of catalog order
+    by_type: dict[str, list[Product]] = defaultdict(list)
+    for p in pool:
+        by_type[p.attributes["product_type"]].append(p)
+    types = sorted(by_type)
+    type_weights = [len(by_type[t]) ** type_power for t in types]
     rng = random.Random(seed)
     excluded = {group_key(t) for t in exclude}
     found: dict[str, tuple[Intent, bool]] = {}
     draws = 0
     while len(found) < n_distinct and draws < 50 * n_distinct:
         draws += 1
-        product = pool[rng.randrange(len(pool))]
+        ptype = rng.choices(types, weights=type_weights)[0]
+        product = by_type[ptype][rng.randrange(len(by_type[ptype]))]
         rendered = _render(product, rng)
         if rendered is None:
             continue

@@ -107,13 +107,14 @@ class DemoConfig:
 
     Sizes: `limit` products of the catalog (None = all), `queries` distinct generated queries of which
     `test_share` are held out; `top_k` kNN candidates reranked per Search and `top_n` hits returned;
-    `concurrency` client threads for the replay and the measurement; `train_top_k` + `train_random`
-    candidates per sampled training query; `epochs`, `learning_rate` of the fine-tune.
+    `concurrency` client threads for the replay and the measurement; `train_top_k` kNN candidates +
+    `train_deep` sampled from the kNN ranks below them down to `top_k` + `train_random` random products per
+    sampled training query; `epochs`, `learning_rate` of the fine-tune.
     Ports: 0 = pick a free port; a fixed port that is busy stops the demo with a message.
     """
 
     limit: int | None = None
-    queries: int = 600
+    queries: int = 900
     test_share: float = 1 / 3
     seed: int = 42
     out: Path = Path("reports/demo")
@@ -125,6 +126,7 @@ class DemoConfig:
     concurrency: int = 3
     train_top_k: int = 20
     train_random: int = 5
+    train_deep: int = 10
     max_train_queries: int | None = None
     epochs: int = 3
     learning_rate: float = 5e-5
@@ -491,6 +493,8 @@ class Demo:
             FR_LABEL_QUERIES_PER_RUN=n_queries,
             FR_LABEL_TOP_K=cfg.train_top_k,
             FR_LABEL_RANDOM_EXTRAS=cfg.train_random,
+            FR_LABEL_DEEP_EXTRAS=cfg.train_deep,
+            FR_LABEL_DEEP_DEPTH=cfg.top_k,
             FR_LABEL_EPOCHS=cfg.epochs,
             FR_LABEL_LEARNING_RATE=cfg.learning_rate,
             FR_LABEL_SEED=cfg.seed,
@@ -519,7 +523,8 @@ class Demo:
         )
         log(
             f"running `fashion-rerank refresh` on the {n_queries} distinct logged queries (pools: kNN top "
-            f"{cfg.train_top_k} + {cfg.train_random} random; {cfg.epochs} epochs, lr {cfg.learning_rate}); "
+            f"{cfg.train_top_k} + {cfg.train_deep} of ranks {cfg.train_top_k + 1}-{cfg.top_k} + {cfg.train_random} random; "
+            f"{cfg.epochs} epochs, lr {cfg.learning_rate}); "
             f"output also in {self.logs / 'refresh.log'}"
         )
         t = time.monotonic()

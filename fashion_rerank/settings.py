@@ -418,6 +418,13 @@ class LabelSettings(BaseSettings):
     sample_seed: int = 42
     top_k: int = Field(20, ge=1, description="kNN candidates per query (what the reranker will face)")
     random_extras: int = Field(5, ge=0, description="random catalog products added to each pool (easy negatives)")
+    deep_extras: int = Field(
+        10,
+        ge=0,
+        description="kNN candidates sampled from the ranks top_k+1 .. deep_depth into each pool (0: none): what Search "
+        "reranks beyond the top 20, which a model trained on the top 20 alone never sees",
+    )
+    deep_depth: int = Field(50, ge=1, description="the deepest kNN rank of the deep sample (Search's top_k)")
 
     # -- training (calibrated CPU defaults, see module docstring)
     base_model: str | None = Field(None, description="None: FR_MODEL_CROSS_ENCODER_BASE (packaged all-MiniLM-L6-v2)")

@@ -123,7 +123,16 @@ def plan_pools(
     for sq in sampled:
         run.by_stratum[sq.stratum] = run.by_stratum.get(sq.stratum, 0) + 1
         run.by_split[sq.split] = run.by_split.get(sq.split, 0) + 1
-        cands = build_pool(client, alias, encoder, sq.query, settings.top_k, settings.random_extras)
+        cands = build_pool(
+            client,
+            alias,
+            encoder,
+            sq.query,
+            settings.top_k,
+            settings.random_extras,
+            deep_extras=settings.deep_extras,
+            deep_depth=settings.deep_depth,
+        )
         pools.append(
             Pool(
                 run_id=run_id,

@@ -721,3 +721,23 @@ def test_training_targets_are_checked_and_the_listwise_loss_trains(tmp_path):
     assert st.loss == "lambda" and st.pairs == 8 and st.steps >= 1 and st.seconds_per_1k_pairs_epoch > 0
     scores = CrossEncoder(str(tmp_path / "m")).predict([(p.query, p.text) for p in pairs])
     assert scores.shape == (8,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_candidate_pools_sample_the_deep_ranks_search_reranks(os_client, catalog):
+    """A pool is the kNN top_k in rank order, then a seeded sample of the ranks below down to deep_depth (what
+    Search also reranks), then random products from anywhere; the same query gives the same pool."""
+    from fashion_rerank.embedding import load_bi_encoder
+    from labeling.candidates import build_pool
+
+    enc = load_bi_encoder()
+    pool = build_pool(os_client, catalog.alias, enc, "black running shoes men", 5, 3, deep_extras=4, deep_depth=30)
+    ranks = [c.knn_rank for c in pool]
+    assert ranks[:5] == [1, 2, 3, 4, 5]
+    deep = ranks[5:9]
+    assert len(deep) == 4 and deep == sorted(deep) and all(5 < r <= 30 for r in deep)
+    assert ranks[9:] == [None, None, None] and len({c.product_id for c in pool}) == 12
+    again = build_pool(os_client, catalog.alias, enc, "black running shoes men", 5, 3, deep_extras=4, deep_depth=30)
+    assert [c.product_id for c in again] == [c.product_id for c in pool]
+    # no deep sample: the top_k and the random products only, as before
+    plain = build_pool(os_client, catalog.alias, enc, "black running shoes men", 5, 3)
+    assert [c.knn_rank for c in plain] == [1, 2, 3, 4, 5, None, None, None]

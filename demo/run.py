@@ -18,20 +18,22 @@ caches: OpenSearch download, packaged models, embeddings):
 5. refresh     start the reference judge server (or use OPENAI_BASE_URL/OPENAI_API_KEY when both are
                set: a real LLM) and run `fashion-rerank refresh`: sample the logged queries, grade the
                candidate pools, train, evaluate, promote
-6. measure     wait until the sidecar serves the promoted model; send every held-out query through
-               `Search` (the *after* latency; each hit carries its kNN rank, so one call gives both
-               orders), grade the held-out candidates with the same judge, and compute nDCG@10 / MRR@10 /
-               Recall@10 with bootstrap 95% CIs and paired tests (labeling.evaluate)
+6. measure     wait until the sidecar serves the promoted model; send every held-out query, generated and
+               hand-written (`demo/data/shopper_queries.tsv`), through `Search` (the *after* latency; each
+               hit carries its kNN rank, so one call gives both orders), grade the held-out candidates with
+               the same judge, and compute nDCG@10 / MRR@10 / Recall@10 with bootstrap 95% CIs and paired
+               tests (labeling.evaluate) for each set, and per kind of wording for the hand-written one
 7. report      write report.md, summary.json and demo.png (demo.report) and stop what the
                demo started (sidecar, judge, and the OpenSearch node if the demo started it) unless
                --keep-running or KEEP_RUNNING=1
 
 Defaults are sized with docs/reference/training-calibration.md#defaults-that-follow for <= 30 minutes on 2 cores once the
-downloads are cached: 600 distinct queries (400 train / 200 held out), candidate pools of top-20 kNN +
-5 random products per logged query (10,000 judged pairs, of which the refresh's train split is ~5,300),
-learning rate 5e-5, 3 epochs (~67 pairs/s per epoch on 2 idle cores: ~4 minutes), 50 kNN candidates
-reranked per Search. Measured on this 2-core machine: 6.7 minutes for a second run on idle cores, 24
-minutes for a first run (24k products to embed) while other jobs shared the cores.
+downloads are cached: 900 distinct queries (600 train / 300 held out) plus the 80 hand-written held-out
+queries (demo.shopper_queries), candidate pools of top-20 kNN + 10 of kNN ranks 21-50 + 5 random products per
+logged query (21,000 judged pairs, of which the refresh's train split is ~12,000), learning rate 5e-5, 3 epochs
+(~70 pairs/s per epoch on 2 idle cores: ~9 minutes), 50 kNN candidates reranked per Search. Measured on this
+2-core machine: 16.4 minutes for a run on idle cores with the catalog already indexed
+(docs/shopper-queries.md#results for why the sizes grew).
 
 Modules: this one (config, steps, report assembly, CLI), `demo_support` (child processes, ports, disk
 check, Search traffic), `demo_eval` (held-out metrics, refresh report), `queries` (the shopper-query

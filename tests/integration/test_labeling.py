@@ -522,13 +522,15 @@ def test_label_run_pools_knn_candidates_plus_random_and_skips_judged_queries(cat
     assert not run.resumed and run.sampled == 12 and len(run.pools) == 12 and run.complete
     for pool in run.pools:
         ranks = [c.knn_rank for c in pool.candidates]
-        assert ranks[:10] == list(range(1, 11)) and ranks[10:] == [None] * 3
-        assert len({c.product_id for c in pool.candidates}) == 13
+        # the top 10, the default deep sample (10 of kNN ranks 11-50, FR_LABEL_DEEP_EXTRAS), 3 random
+        assert ranks[:10] == list(range(1, 11)) and ranks[20:] == [None] * 3
+        assert ranks[10:20] == sorted(ranks[10:20]) and all(10 < r <= s.deep_depth for r in ranks[10:20])
+        assert len({c.product_id for c in pool.candidates}) == 23
         assert pool.split == assign_split(pool.query)
         for c in pool.candidates:  # the text shown to the judge is the project's product text
             src = os_client.get(index=catalog.alias, id=c.product_id)["_source"]
             assert c.text == rerank_text(Product.from_fields(src, id=c.product_id))
-    assert run.grading.written == 12 * 13 and len(store) == 12 * 13
+    assert run.grading.written == 12 * 23 and len(store) == 12 * 23
     second = run_labeling(s, store=JudgmentStore(s.judgments_path), client=os_client, alias=catalog.alias, n_queries=12)
     assert not second.resumed and not {p.query for p in run.pools} & {p.query for p in second.pools}
     assert set(pair_answers(judge).values()) == {1}
@@ -652,7 +654,7 @@ def test_refresh_exit_codes_budget_error_and_kept(catalog, query_log, judge, tmp
     from labeling.refresh import EXIT_BUDGET, EXIT_ERROR, EXIT_KEPT, refresh
 
     reg = ModelRegistry(tmp_path / "models", "fashion-ce")
-    common = dict(query_log=str(query_log), top_k=8, random_extras=2, concurrency=4)
+    common = dict(query_log=str(query_log), top_k=8, random_extras=2, deep_extras=0, concurrency=4)
     # 4: the budget stops the job; judgments so far are kept, the report says which judge made them
     s = settings_for(judge, tmp_path, price_input_per_1k=1.0, budget_usd=3.0, **common)
     rep = refresh(s, client=os_client, alias=catalog.alias, n_queries=6, registry=reg)

@@ -92,6 +92,7 @@ def refreshed(os_client, opensearch_url, tmp_path_factory):
             query_log=str(log),
             top_k=20,
             random_extras=5,
+            deep_extras=0,  # pools of 25 (the deep sample is tested in test_labeling.py)
             dev_fraction=0.25,
             test_fraction=0.3,
             epochs=2,

@@ -8,11 +8,14 @@ reads the same attributes out of the product text made by `fashion_rerank.produc
 ("title | type | colour | gender | usage | season | brand | description", empty fields left out).
 It also reads the H&M catalog's names (HM_TYPES: "Vest top" is a top, "Underwear bottom" briefs; HM_COLOURS:
 "Dark Blue" is exactly navy / dark blue, close to blue; H&M "Kids" articles accept girls / boys / baby) and
-the shopper words `demo.hm_queries` writes for them, without changing any Myntra grade.
+the shopper words `demo.hm_queries` writes for them, without changing any Myntra grade. v2 adds the words
+shoppers type that neither catalog names (SHOPPER_*: slang, British/American names, beauty words, occasions and
+activities as usages, gift recipients as genders) and brands (BRANDS: a query naming a brand is exact only for
+that brand's products; another brand of the right type is a minor difference), docs/shopper-queries.md.
 
 Grades follow the rubric in `labeling.prompts`:
     3 exact    right type and every attribute the query names matches
-    2 good     right type, minor differences: colour synonym or same colour family, usage or season differs
+    2 good     right type, minor differences: colour synonym or same colour family, usage, season or brand differs
     1 partial  same broad category but another type, or right type with a significant mismatch (gender, colour family)
     0          another category
 A query that names no known product type can score at most 2.
@@ -557,11 +560,9 @@ SHOPPER_TYPE_PHRASES: dict[str, str] = {
     "cufflinks": "cufflink",
     "lippie": "lipstick",
     "lip stick": "lipstick",
-    "lip gloss": "lip gloss",
     "lip balm": "lip care",
     "nail varnish": "nail polish",
     "nail paint": "nail polish",
-    "nail polish": "nail polish",
     "eyeliner": "kajal and eyeliner",
     "eye liner": "kajal and eyeliner",
     "kohl": "kajal and eyeliner",

@@ -80,7 +80,7 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
         lift = (rr - knn) / knn * 100 if knn else float("nan")
         left_out = ev.get("queries_without_relevant")
         lines += [
-            f"On {ev.get('queries', '?')} held-out shopper queries, reranking the top {ev.get('top_k', '?')} kNN "
+            f"On {ev.get('queries', '?')} held-out generated queries, reranking the top {ev.get('top_k', '?')} kNN "
             f"candidates with the promoted cross-encoder moves nDCG@10 from **{knn:.3f}** to **{rr:.3f}** "
             f"({lift:+.1f} %)."
             + _latency_sentence(systems)
@@ -174,7 +174,7 @@ def render_markdown(summary: dict, chart_name: str | None = "demo.png") -> str:
     lines += ["## How these numbers were made", ""]
     if judge.get("reference_rubric", True):
         lines.append(
-            f"- **Labels come from the reference rubric judge (`{judge.get('name', 'fashion-rerank judge-server')}`), "
+            f"- **Labels come from the reference rubric judge (`{judge.get('name', 'fashion-rerank judge serve')}`), "
             "not from an LLM.** It speaks the OpenAI Chat Completions protocol and the labeling job calls it "
             "through the `openai` client exactly as it would call an LLM, but its 0-3 grades are a deterministic "
             "rubric over the catalog's structured attributes (product type, colour with synonyms, gender, usage, season)."

@@ -713,7 +713,7 @@ class Demo:
             },
             "queries": qsum,
             "judge": {
-                "name": "fashion-rerank judge-server" if reference else "LLM judge (OPENAI_BASE_URL)",
+                "name": "fashion-rerank judge serve" if reference else "LLM judge (OPENAI_BASE_URL)",
                 "model": meas.get("judge_model"),
                 "reference_rubric": reference,
                 "base_url": meas.get("base_url"),

@@ -135,7 +135,7 @@ def test_report_renders_from_a_summary(tmp_path):
             },
         },
         "significance": {"ndcg@10": {"test": "paired t-test", "p_value": 0.0001, "delta": 0.1, "delta_ci95": [0.05, 0.15]}},
-        "judge": {"name": "fashion-rerank judge-server", "model": "reference-rubric-v2", "reference_rubric": True},
+        "judge": {"name": "fashion-rerank judge serve", "model": "reference-rubric-v2", "reference_rubric": True},
         "model": {"base_model": "packaged:all-MiniLM-L6-v2", "training_time_s": 12.0},
         "judged_pairs": {"train": 100, "held_out": 50, "total": 150},
         "examples": [

@@ -26,6 +26,13 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 
+#: ORT graph fusions this project turns off on the CPU provider. "SkipLayerNormFusion" folds
+#: Add(bias) + Add(residual) + LayerNormalization into com.microsoft SkipLayerNormalization, whose CPU kernel
+#: in onnxruntime 1.32 is ~6.5x slower than the Add + LayerNormalization it replaces (1 thread, (20, 26, 384)
+#: fp32: 6.7-7.4 against 1.0-1.1 ns per element, `bench/onnx_fusions.py`); leaving it out made the int8
+#: cross-encoder ~20 % faster per request (docs/performance.md, "Graph fusions"). On CUDA the fusion stays.
+CPU_DISABLED_FUSIONS: tuple[str, ...] = ("SkipLayerNormFusion",)
+
 
 def _read_json(path: Path) -> dict:
     try:
@@ -76,6 +83,19 @@ def session_options(threads: int | None = None, spinning: bool = False):
     return so
 
 
+def open_session(path: str | Path, options, providers: list):
+    """`onnxruntime.InferenceSession(path, options, providers)` with `CPU_DISABLED_FUSIONS` turned off when
+    the providers are CPU only (a CUDA session keeps every fusion).
+
+    Raises whatever onnxruntime raises for a missing or invalid file (RuntimeError subclasses)."""
+    import onnxruntime as ort
+
+    names = [p[0] if isinstance(p, tuple) else p for p in providers]
+    cpu_only = all(n == "CPUExecutionProvider" for n in names)
+    disabled = list(CPU_DISABLED_FUSIONS) if cpu_only else []
+    return ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=disabled)
+
+
 def _cpu_quota() -> int:
     from fashion_rerank.hardware import cpu_quota
 
@@ -109,7 +129,6 @@ class OnnxBiEncoder:
         device: str | None = "cpu",
         batch_size: int = 64,
     ):
-        import onnxruntime as ort
         import tokenizers
 
         self.path = Path(path)
@@ -133,9 +152,7 @@ class OnnxBiEncoder:
         tk.no_padding()
         tk.enable_truncation(self.max_seq_length)
         self._tok = tk
-        self._session = ort.InferenceSession(
-            str(model_file), session_options(threads), providers=providers or default_providers(device)
-        )
+        self._session = open_session(model_file, session_options(threads), providers or default_providers(device))
         self._inputs = {i.name for i in self._session.get_inputs()}
         self.dimension: int = int(self.manifest.get("dimension") or self._session.get_outputs()[0].shape[-1])
 

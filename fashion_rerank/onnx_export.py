@@ -168,13 +168,11 @@ def read_manifest(out_dir: str | Path) -> dict:
 
 
 def _session(path: str | Path, threads: int = 2):
-    import onnxruntime as ort
+    """A CPU session on `path` as the serving backend opens it (same options and fusions), so the gate
+    scores what will serve."""
+    from fashion_rerank.onnx_embedding import open_session, session_options
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return open_session(path, session_options(threads), ["CPUExecutionProvider"])
 
 
 # ------------------------------------------------------------------------------------- cross-encoder

@@ -241,14 +241,14 @@ class OnnxBackend(Backend):
         )
 
     def _open(self, info: dict, so, verify: bool):
-        import onnxruntime as ort
+        from fashion_rerank.onnx_embedding import open_session
 
         f = self.path / ONNX_DIR / info["file"]
         if not f.exists():
             raise ModelFilesError(f"{f} not found")
         if verify and info.get("sha256") and _sha256(f) != info["sha256"]:
             raise ModelFilesError(f"{f} is damaged: sha256 differs from the manifest")
-        return ort.InferenceSession(str(f), so, providers=self.providers)
+        return open_session(f, so, self.providers)
 
     # -- tokenization
     def query_tokens(self, query: str) -> int:

@@ -141,6 +141,43 @@ def test_quantized_variant_loads_and_a_damaged_one_falls_back(ce_dir, tmp_path):
         OnnxBackend(work, threads=1)
 
 
+def _session_ops(path: Path, tmp_path: Path, disabled: list | None) -> dict:
+    """Op counts of the graph ORT runs for `path` on CPU (through `open_session` when `disabled` is None)."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    from fashion_rerank.onnx_embedding import open_session, session_options
+
+    so = session_options(1)
+    so.optimized_model_filepath = str(tmp_path / f"opt-{disabled is None}.onnx")
+    if disabled is None:
+        open_session(path, so, ["CPUExecutionProvider"])
+    else:
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    g = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+    return collections.Counter(n.op_type for n in g.node)
+
+
+def test_cpu_sessions_leave_out_the_slow_skip_layer_norm_fusion(ce_dir, tmp_path):
+    """ORT's SkipLayerNormalization CPU kernel is several times slower than Add + LayerNormalization
+    (bench/onnx_fusions.py); the project's sessions leave that fusion out, and gate and serving score alike."""
+    from fashion_rerank.onnx_export import _PairEncoder, _scores, _session
+    from reranker.backends.onnx_backend import OnnxBackend
+
+    int8 = ce_dir / "onnx" / "model_int8.onnx"
+    plain = _session_ops(int8, tmp_path, disabled=[])
+    ours = _session_ops(int8, tmp_path, disabled=None)
+    assert plain["SkipLayerNormalization"] > 0  # ORT fuses it by default: the check below means something
+    assert ours["SkipLayerNormalization"] == 0 and ours["LayerNormalization"] == plain["LayerNormalization"] + plain["SkipLayerNormalization"]
+
+    backend = OnnxBackend(ce_dir, variant="int8", threads=1)
+    served = np.concatenate([backend.score(q, [d]) for q, d in PAIRS])
+    gated = _scores(_session(int8, threads=1), _PairEncoder(ce_dir), PAIRS, sub_batch=1)  # one pair a pass, as served
+    assert np.abs(served - gated).max() < 1e-5  # Backend.score returns logits
+
+
 def test_serving_path_imports_neither_torch_nor_transformers(ce_dir):
     code = (
         "import sys\n"

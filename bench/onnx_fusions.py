@@ -57,7 +57,11 @@ def kernel_table(shape: tuple[int, int, int], calls: int, rounds: int) -> list[d
             [helper.make_opsetid("", 17)],
         ),
         "SkipLayerNormalization (fused)": (
-            [helper.make_node("SkipLayerNormalization", ["x", "s", "w", "b", "bb"], ["y"], domain="com.microsoft", epsilon=1e-12)],
+            [
+                helper.make_node(
+                    "SkipLayerNormalization", ["x", "s", "w", "b", "bb"], ["y"], domain="com.microsoft", epsilon=1e-12
+                )
+            ],
             [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
         ),
     }
@@ -124,8 +128,19 @@ def model_table(folder: Path, variants: list[str], extra: list[list[str]], round
     for v in variants:
         f = folder / "onnx" / manifest["variants"][v]["file"]
         for label, disabled in sets:
-            sess = ort.InferenceSession(str(f), session_options(1), providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
-            paths.append({"variant": v, "session": label, "sess": sess, "names": [i.name for i in sess.get_inputs()], "ms": [], "scores": []})
+            sess = ort.InferenceSession(
+                str(f), session_options(1), providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+            )
+            paths.append(
+                {
+                    "variant": v,
+                    "session": label,
+                    "sess": sess,
+                    "names": [i.name for i in sess.get_inputs()],
+                    "ms": [],
+                    "scores": [],
+                }
+            )
 
     def passes(query: str, docs: list[str]):
         enc = tok.encode([query] * len(docs), docs)
@@ -186,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in kernel_table(shape, args.calls, 5):
         print(f"   {r['graph']:34s} {r['us_per_call']:9.1f} {r['ns_per_element']:8.2f} {r['max_abs_diff']:10.2e}")
     folder = Path(args.model) if args.model else _random_head_model(Path(args.work_root))
-    print(f"2. model {folder}, 10 requests x 100 candidates, passes <= {args.max_tokens} tokens, 1 thread, {args.rounds} rounds", flush=True)
+    print(
+        f"2. model {folder}, 10 requests x 100 candidates, passes <= {args.max_tokens} tokens, 1 thread, {args.rounds} rounds",
+        flush=True,
+    )
     print(f"   {'variant':8s} {'session':44s} {'p50':>7s} {'p95':>7s} {'min':>7s} {'ratio':>6s} {'max|dlogit|':>11s}")
     extra = [d.split("+") for d in args.disable]
     for r in model_table(folder, args.variants.split(","), extra, args.rounds, args.max_tokens):

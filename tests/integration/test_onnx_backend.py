@@ -170,7 +170,10 @@ def test_cpu_sessions_leave_out_the_slow_skip_layer_norm_fusion(ce_dir, tmp_path
     plain = _session_ops(int8, tmp_path, disabled=[])
     ours = _session_ops(int8, tmp_path, disabled=None)
     assert plain["SkipLayerNormalization"] > 0  # ORT fuses it by default: the check below means something
-    assert ours["SkipLayerNormalization"] == 0 and ours["LayerNormalization"] == plain["LayerNormalization"] + plain["SkipLayerNormalization"]
+    assert (
+        ours["SkipLayerNormalization"] == 0
+        and ours["LayerNormalization"] == plain["LayerNormalization"] + plain["SkipLayerNormalization"]
+    )
 
     backend = OnnxBackend(ce_dir, variant="int8", threads=1)
     served = np.concatenate([backend.score(q, [d]) for q, d in PAIRS])

@@ -17,8 +17,9 @@ turn in small blocks, repeated, so that drift on a shared machine hits them alik
   plus the machine-wide CPU share used by other processes while each path ran, and the p50 of the requests
   during which that share was low ("quiet");
 - 1 / 4 / 16 concurrent gRPC clients (`Rerank`, 100 candidates, score cache off): p50, p99, requests/s,
-  failed calls, for the two worker layouts `FR_SERVE_WORKERS=1` (2 threads) and `FR_SERVE_WORKERS=2`
-  (1 thread each), interleaved, repeated;
+  failed calls, for the default worker layout (`FR_SERVE_WORKERS=0`: one worker per thread, sharing the
+  threads: a lone request uses both, concurrent ones one each) and `FR_SERVE_WORKERS=1` (one worker, both
+  threads), interleaved, repeated;
 - each sidecar's resident memory (psutil, /proc) after warm-up, during and after the concurrency runs, and
   its peak during a hot swap under traffic; whether torch is mapped into it;
 - the quality gate's decision for the model (which ONNX variant serves; held-out nDCG@10 of each variant);
@@ -95,6 +96,11 @@ BLOCK_TORCH = (
     "for name in ('torch', 'transformers', 'sentence_transformers', 'datasets', 'accelerate'):\n"
     "    sys.modules[name] = None  # any import of these now raises ImportError\n"
 )
+
+
+#: The two worker layouts the concurrency runs compare (names as printed).
+DEFAULT_LAYOUT = "default: workers share threads"
+ONE_WORKER = "1 worker x 2 threads"
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -808,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if search:
             base.update(OPENSEARCH_URL=search.url, OPENSEARCH_INDEX_ALIAS=args.alias)
-        no_cache = {"FR_SERVE_SCORE_CACHE_ENTRIES": "0", "FR_SERVE_WORKERS": "1"}
+        no_cache = {"FR_SERVE_SCORE_CACHE_ENTRIES": "0"}
         sc: dict[str, Sidecar] = {}
 
         def start_sidecar(key: str, label: str, env: dict) -> None:
@@ -816,12 +822,8 @@ def main(argv: list[str] | None = None) -> int:
             sidecars.append(sc[key])  # stopped in `finally` whatever happens next
 
         for v in variants:
-            start_sidecar(v, f"{v} w1", {**base, **no_cache, "FR_SERVE_ONNX_VARIANT": v})
-        start_sidecar(
-            "w2",
-            f"{served} w2",
-            {**base, "FR_SERVE_SCORE_CACHE_ENTRIES": "0", "FR_SERVE_WORKERS": "2", "FR_SERVE_ONNX_VARIANT": served},
-        )
+            start_sidecar(v, f"{v}", {**base, **no_cache, "FR_SERVE_ONNX_VARIANT": v})
+        start_sidecar("w1", f"{served} 1 worker", {**base, **no_cache, "FR_SERVE_WORKERS": "1", "FR_SERVE_ONNX_VARIANT": served})
         # the sidecar as configured by default (gate's variant, score cache on): cache hits, memory, hot swap
         start_sidecar("default", "default", {**base, "FR_SERVE_REGISTRY_POLL_S": "0.5"})
         if search:
@@ -1015,10 +1017,10 @@ def main(argv: list[str] | None = None) -> int:
         hits = sum(1 for e in extra[cached_name] if e["inference_ms"] == 0.0)
 
         # ---- concurrency: two worker layouts, interleaved, repeated
-        layouts = {"1 worker x 2 threads": sc[g], "2 workers x 1 thread": sc["w2"]}
+        layouts = {DEFAULT_LAYOUT: sc[g], ONE_WORKER: sc["w1"]}
         load_res: dict[tuple[str, int], list[dict]] = {}
         t_l = time.monotonic()
-        with RssSampler([sc[g], sc["w2"]]) as sampler:
+        with RssSampler([sc[g], sc["w1"]]) as sampler:
             for _ in range(rounds):
                 for c in levels:
                     for lname, s in layouts.items():
@@ -1251,8 +1253,8 @@ def main(argv: list[str] | None = None) -> int:
         [s.rss.get(k, 0) for s in (sc[g], sc["default"]) for k in ("warm", "after_single", "after_load")]
         + [peak_load.get(sc[g].label, 0)]
     )
-    c1 = conc.get(("1 worker x 2 threads", 1))
-    c16 = conc.get(("1 worker x 2 threads", 16))
+    c1 = conc.get((DEFAULT_LAYOUT, 1))
+    c16 = conc.get((DEFAULT_LAYOUT, 16))
     targets = [
         (
             f"gRPC Rerank p50 ({g}, the gate's variant) <= {TARGET_GRPC_P50_MS:.0f} ms",
@@ -1304,7 +1306,7 @@ def main(argv: list[str] | None = None) -> int:
     if c1 and c16:
         targets.append(
             (
-                "16 clients >= 1-client requests/s, no failed request (default layout, 1 worker)",
+                "16 clients >= 1-client requests/s, no failed request (default layout)",
                 f"{c16['rps']:.2f} vs {c1['rps']:.2f} req/s, {c16['failed']} failed",
                 c16["rps"] >= c1["rps"] and c16["failed"] == 0,
             )
@@ -1312,11 +1314,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\ntargets (2 cores):")
     for t, val, ok in targets:
         print(f"  {verdict(ok):>8}  {t}: {val}")
-    w1 = [conc.get(("1 worker x 2 threads", c)) for c in levels]
-    w2 = [conc.get(("2 workers x 1 thread", c)) for c in levels]
+    w1 = [conc.get((DEFAULT_LAYOUT, c)) for c in levels]
+    w2 = [conc.get((ONE_WORKER, c)) for c in levels]
     if all(w1) and all(w2):
         print(
-            "worker layouts, req/s (1 worker x 2 threads vs 2 workers x 1 thread): "
+            f"worker layouts, req/s ({DEFAULT_LAYOUT} vs {ONE_WORKER}): "
             + ", ".join(f"{c} clients {a['rps']:.2f} vs {b['rps']:.2f}" for c, a, b in zip(levels, w1, w2))
             + "; p50 ms: "
             + ", ".join(f"{c} clients {a['p50_ms']:.0f} vs {b['p50_ms']:.0f}" for c, a, b in zip(levels, w1, w2))

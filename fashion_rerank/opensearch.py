@@ -56,6 +56,8 @@ def make_client(settings: OpenSearchSettings | None = None, **overrides) -> Open
     opensearch-py then spreads requests over them (round robin) and, when one does not answer, marks it dead
     for a while and retries the request on another (up to `max_retries` times), so losing one node costs no
     request (tests/integration/test_cluster.py).
+    Keeps up to `OPENSEARCH_POOL_MAXSIZE` connections per node open (a thread-safe urllib3 pool), so concurrent
+    callers (the sidecar's Search handlers) reuse connections instead of opening one per request.
     `overrides` are passed to `OpenSearch(...)` (e.g. `max_retries=0`). No connection is made here.
 
     Raises:
@@ -71,6 +73,7 @@ def make_client(settings: OpenSearchSettings | None = None, **overrides) -> Open
         ssl_show_warn=False,
         max_retries=2,
         retry_on_timeout=False,
+        pool_maxsize=s.pool_maxsize,
     )
     if s.ca_certs:
         kwargs["ca_certs"] = s.ca_certs

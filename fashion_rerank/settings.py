@@ -45,7 +45,7 @@ class OpenSearchSettings(BaseSettings):
     """How to reach OpenSearch. Works for the local dev node and for any existing cluster.
 
     Environment: OPENSEARCH_URL, OPENSEARCH_USER, OPENSEARCH_PASSWORD, OPENSEARCH_VERIFY_CERTS,
-    OPENSEARCH_CA_CERTS, OPENSEARCH_TIMEOUT_S, OPENSEARCH_INDEX_ALIAS.
+    OPENSEARCH_CA_CERTS, OPENSEARCH_TIMEOUT_S, OPENSEARCH_POOL_MAXSIZE, OPENSEARCH_INDEX_ALIAS.
     """
 
     model_config = _config("OPENSEARCH_")
@@ -56,6 +56,12 @@ class OpenSearchSettings(BaseSettings):
     verify_certs: bool = True
     ca_certs: str | None = None
     timeout_s: float = Field(30.0, gt=0, description="per-request client timeout, seconds")
+    pool_maxsize: int = Field(
+        32,
+        gt=0,
+        description="open HTTP connections kept per OpenSearch node; concurrent requests beyond it open and drop a "
+        "connection each (urllib3's default of 1 did that for every concurrent Search of the sidecar)",
+    )
     index_alias: str = Field("products", description="alias that searches and the sidecar read")
 
 
@@ -285,11 +291,12 @@ class ServeSettings(BaseSettings):
     sub_batch_tokens: int = Field(2048, gt=0, description="short pairs: fill a forward pass up to this many padded tokens")
     threads: int = Field(default_factory=cpu_quota, gt=0, description="model intra-op threads in all (default: CPU quota)")
     workers: int = Field(
-        1,
-        ge=1,
+        0,
+        ge=0,
         le=64,
-        description="scoring workers taking batches from the queue; each runs with threads // workers intra-op threads "
-        "(measured: docs/performance.md#workers-and-threads)",
+        description="scoring workers taking batches from the queue; 0 = auto: one per thread for the onnx backend "
+        "(it shares its threads among concurrent calls: a lone request still uses all), 1 otherwise; the torch "
+        "backend gives each worker threads // workers intra-op threads (measured: docs/performance.md#workers-and-threads)",
     )
     registry_poll_s: float = Field(2.0, gt=0, description="how often the registry's `current` pointer is read")
     score_cache_entries: int = Field(100_000, ge=0, description="score cache: most (query, document) pairs kept; 0 = off")

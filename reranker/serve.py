@@ -143,6 +143,8 @@ class Sidecar:
 def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | None = None) -> int:
     """Run the sidecar until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # opensearch-py logs every successful request at INFO (one line per Search); failures stay (WARNING)
+    logging.getLogger("opensearch").setLevel(logging.WARNING)
     settings = settings or ServeSettings()
     stop = threading.Event()
     received: list[int] = []
@@ -174,12 +176,12 @@ def run_server(settings: ServeSettings | None = None, registry: ModelRegistry | 
     if sidecar.http_front is not None:
         log.info("HTTP front on %s:%d", settings.http_host, settings.http_port)
     log.info(
-        "model %s version %s from %s; backend %s, workers %d, threads %d per worker; OpenSearch %s, index %s",
+        "model %s version %s from %s; backend %s, workers %d, model threads %d; OpenSearch %s, index %s",
         sidecar.registry.name,
         version or "(none promoted: Search answers in kNN order)",
         sidecar.registry.dir,
         settings.backend,
-        settings.workers,
+        sidecar.core.workers,
         sidecar.core.threads_per_worker,
         sidecar.opensearch.url,
         sidecar.opensearch.index_alias,

@@ -129,6 +129,26 @@ class Backend(ABC):
         """Release the model (the core calls this after a hot swap)."""
 
 
+#: Backends that share their `threads` among concurrent `run` calls themselves (one call alone spreads over
+#: all of them, concurrent calls take one each): with these every scoring worker gets all the threads.
+SHARES_THREADS = frozenset({"onnx"})
+
+
+def default_workers(kind: str, threads: int) -> int:
+    """Scoring workers when the settings name none: one per thread for backends in `SHARES_THREADS` (a lone
+    request still gets every thread; with requests in flight each worker scores its own on one thread, no
+    waiting at a split's join: docs/performance.md, "Workers and threads"), else 1."""
+    return max(1, int(threads)) if kind in SHARES_THREADS else 1
+
+
+def worker_threads(kind: str, threads: int, workers: int) -> int:
+    """Threads to load backend `kind` with when `workers` scoring workers call it: `threads` for backends in
+    `SHARES_THREADS` (they divide them among concurrent calls), else `threads // workers` (at least 1)."""
+    if kind in SHARES_THREADS:
+        return max(1, int(threads))
+    return max(1, int(threads) // max(1, int(workers)))
+
+
 def prepare_backend(kind: str, threads: int | None = None) -> None:
     """Process-wide set-up of backend `kind` (thread counts, runtime warm-up), called once by the core's
     `start()` in the caller's (main) thread, before any model is loaded. No-op for backends without one."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -206,6 +207,8 @@ class OnnxBackend(Backend):
 
             self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="onnx-split")
         self._parts = threads
+        self._active = 0  # run() calls in progress (several scoring workers share this backend)
+        self._active_lock = threading.Lock()
         self._session = None
         errors = []
         for name in candidates:
@@ -267,9 +270,24 @@ class OnnxBackend(Backend):
         The pairs are sorted by length (longest first) and cut into forward passes of at most
         `max_tokens` padded tokens (so whatever sub-batch the caller forms, each pass keeps its activations
         in cache: 512-1024 tokens measured best, 4096+ up to 1.3x slower). With layout "split" the passes
-        are spread over `threads` threads (largest first, each to the least-loaded thread; a single pass is
-        first cut into interleaved parts), one ORT thread each.
+        are spread over the threads this call may use (largest first, each to the least-loaded thread; a
+        single pass is first cut into interleaved parts), one ORT thread each. The `threads` are shared by
+        concurrent calls (several scoring workers on one backend): a call gets `threads // calls in progress`
+        of them (at least its own), so a lone request uses every CPU and two at once take one CPU each
+        instead of waiting for each other at a split's join.
+
+        Thread-safe: ONNX Runtime sessions accept concurrent `run` calls.
         """
+        with self._active_lock:
+            self._active += 1
+            parts = max(1, self._parts // self._active)
+        try:
+            return self._run(encoded, indices, parts)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _run(self, encoded: Encoded, indices: np.ndarray, parts: int) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         n = len(indices)
         if n == 0:
@@ -283,11 +301,11 @@ class OnnxBackend(Backend):
             passes.append(order[start : start + size])
             start += size
         out = np.empty(n, dtype=np.float32)
-        if self._pool is None or n < 2 * self.min_split:
+        parts = min(parts, n // self.min_split)
+        if self._pool is None or parts < 2:
             for pos in passes:
                 out[pos] = self._forward(encoded, indices[pos])
             return out
-        parts = min(self._parts, n // self.min_split)
         if len(passes) < parts:  # too few passes to share: cut each into interleaved parts of like lengths
             passes = [p[i::parts] for p in passes for i in range(parts)]
         groups: list[list[np.ndarray]] = [[] for _ in range(parts)]

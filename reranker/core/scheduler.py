@@ -37,7 +37,7 @@ import numpy as np
 
 from fashion_rerank.registry import ModelRegistry
 from fashion_rerank.settings import ServeSettings
-from reranker.backends import Backend, prepare_backend
+from reranker.backends import Backend, default_workers, prepare_backend, worker_threads
 from reranker.batching import length_order, sub_batch_pairs
 from reranker.core.cache import ScoreCache
 from reranker.core.models import ModelHolder, registry_loader
@@ -108,7 +108,7 @@ class ScoringCore:
         self._abort.clear()
         self._accepting = True
         self._workers = [
-            threading.Thread(target=self._work_loop, name=f"rerank-worker-{i}", daemon=True) for i in range(self.settings.workers)
+            threading.Thread(target=self._work_loop, name=f"rerank-worker-{i}", daemon=True) for i in range(self.workers)
         ]
         for t in self._workers:
             t.start()
@@ -169,9 +169,16 @@ class ScoringCore:
         return self._busy > 0
 
     @property
+    def workers(self) -> int:
+        """Scoring worker threads: `settings.workers`, or when 0 the backend's default
+        (`reranker.backends.default_workers`)."""
+        return self.settings.workers or default_workers(self.settings.backend, self.settings.threads)
+
+    @property
     def threads_per_worker(self) -> int:
-        """Intra-op threads each worker's forward passes use: `threads // workers`, at least 1."""
-        return max(1, self.settings.threads // max(1, self.settings.workers))
+        """Threads each worker's backend is loaded with (`reranker.backends.worker_threads`): all of them for a
+        backend that shares its threads among concurrent calls (onnx), else `threads // workers`, at least 1."""
+        return worker_threads(self.settings.backend, self.settings.threads, self.workers)
 
     def _on_swap(self, version: str) -> None:
         """A new model serves: scores of the old one must never be returned again."""

@@ -181,6 +181,46 @@ def test_cpu_sessions_leave_out_the_slow_skip_layer_norm_fusion(ce_dir, tmp_path
     assert np.abs(served - gated).max() < 1e-5  # Backend.score returns logits
 
 
+def test_concurrent_calls_share_the_backend_threads(ce_dir):
+    """A lone call spreads over every thread; a call that starts while another runs takes its share (one of
+    two), and both score as a lone call does (fp32: layouts agree to ~1e-7)."""
+    import threading
+
+    from reranker.backends.onnx_backend import OnnxBackend
+
+    b = OnnxBackend(ce_dir, variant="fp32", threads=2, min_split=1)
+    docs = [d for _, d in PAIRS] * 3
+    parts: list[int] = []
+    inner = b._run
+    both_in = threading.Barrier(2, timeout=30)
+
+    def recording(encoded, indices, n_parts):
+        parts.append(n_parts)
+        if len(parts) <= 2:
+            both_in.wait()  # the first call is still running when the second decides
+        return inner(encoded, indices, n_parts)
+
+    alone = b.score("red midi dress", docs)
+    b._run = recording
+    out: list[np.ndarray] = [None, None]
+
+    def call(i):
+        out[i] = b.score("red midi dress", docs)
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    while not parts:  # the first call has decided its share
+        pass
+    call(1)
+    first.join(30)
+    assert parts == [2, 1]
+    np.testing.assert_allclose(out[0], alone, atol=1e-5)
+    np.testing.assert_allclose(out[1], alone, atol=1e-5)
+    b._run = inner
+    b.score("red midi dress", docs)
+    assert b._active == 0
+
+
 def test_serving_path_imports_neither_torch_nor_transformers(ce_dir):
     code = (
         "import sys\n"

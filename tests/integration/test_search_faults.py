@@ -181,7 +181,7 @@ def make_sidecar(opensearch_url):
 
     started = []
 
-    def make(registry, index: str, os_url: str | None = None, **overrides):
+    def make(registry, index: str, os_url: str | None = None, os_pool: int | None = None, **overrides):
         base = dict(
             grpc_port=0,
             metrics_port=0,
@@ -195,8 +195,11 @@ def make_sidecar(opensearch_url):
             score_cache_entries=0,
         )
         base.update(overrides)
+        pool = {"pool_maxsize": os_pool} if os_pool else {}
         sc = Sidecar(
-            ServeSettings(**base), registry, OpenSearchSettings(url=os_url or opensearch_url, index_alias=index, timeout_s=10)
+            ServeSettings(**base),
+            registry,
+            OpenSearchSettings(url=os_url or opensearch_url, index_alias=index, timeout_s=10, **pool),
         )
         sc.start()
         started.append(sc)
@@ -430,6 +433,33 @@ def test_search_reads_only_allow_listed_indices(make_sidecar, trained_registry, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pool", [1, None], ids=["pool-of-1", "default-pool"])
+def test_concurrent_searches_reuse_their_opensearch_connections(make_sidecar, trained_registry, index, docs, caplog, pool):
+    """Four clients searching at once: with the default OPENSEARCH_POOL_MAXSIZE every kNN request reuses a kept
+    connection; a pool of 1 (urllib3's own default) opens and drops one per concurrent request, which urllib3
+    reports as "Connection pool is full" (the case the setting exists for)."""
+    import logging
+
+    sc = make_sidecar(trained_registry, index, os_pool=pool, grpc_workers=8)
+
+    def client(k: int) -> None:
+        with RerankerClient(sc.target, timeout=120) as c:
+            for _ in range(8):
+                c.search("black watch for women", top_k=10, top_n=5)
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    dropped = [r for r in caplog.records if "pool is full" in r.getMessage()]
+    if pool == 1:
+        assert dropped  # concurrent requests did contend for the one kept connection
+    else:
+        assert not dropped
+
+
 def test_four_heavy_clients_do_not_starve_a_normal_one(make_sidecar, trained_registry, index, docs):
     """Four clients keep 3 searches of top_k=1000 each in flight (the 201 products they get are reranked up to the
     window of 200); a fifth sends normal searches (top_k 30), which stay reranked and wait for about one heavy

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fashion_rerank.scores import sigmoid
+from fashion_rerank.settings import ServeSettings
 from reranker.backends.fake import FAIL_MARKER, NAN_MARKER, fake_logit
 from reranker.errors import (
     BackendError,
@@ -202,8 +203,8 @@ def test_stop_fails_what_is_left_with_deadline_exceeded(make_core):
 
 def test_several_workers_score_concurrent_requests_correctly(make_core):
     loads = Loads(delay_per_pair_s=0.001)
-    core = make_core(loads=loads, workers=3, threads=6, max_batch_pairs=8)
-    assert core.threads_per_worker == 2
+    core = make_core(loads=loads, workers=3, threads=6, max_batch_pairs=8, backend="torch")
+    assert core.workers == 3 and core.threads_per_worker == 2  # torch: each worker its share of the threads
     queries = [f"query {i} red" for i in range(30)]
     futs = [core.submit(q, DOCS) for q in queries]
     for q, f in zip(queries, futs):
@@ -211,3 +212,14 @@ def test_several_workers_score_concurrent_requests_correctly(make_core):
     # more than one worker ran forward passes (batches hold at most 2 requests of 4 pairs: 15+ batches)
     assert len(loads.loaded[0].run_threads) >= 2
     assert loads.loaded[0].run_threads <= {"rerank-worker-0", "rerank-worker-1", "rerank-worker-2"}
+
+
+def test_worker_layout_defaults_follow_the_backend():
+    """onnx shares its threads among concurrent calls, so by default every thread gets a worker and each
+    worker's backend may use all threads; other backends get one worker, or threads // workers each."""
+    from reranker.backends import default_workers, worker_threads
+
+    assert default_workers("onnx", 2) == 2 and worker_threads("onnx", 2, 2) == 2
+    assert default_workers("torch", 4) == 1 and worker_threads("torch", 4, 2) == 2
+    assert default_workers("fake", 3) == 1 and worker_threads("fake", 1, 4) == 1
+    assert ServeSettings(threads=2).workers == 0  # 0 = the backend's default

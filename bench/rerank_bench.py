@@ -745,6 +745,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer requests and shorter load runs (a couple of minutes)")
     ap.add_argument("--requests", type=int, default=None, help="timed requests per single-client path (default 30; quick 10)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up requests per path (default 3; cached paths: every query)")
+    ap.add_argument(
+        "--knn-warmup",
+        type=int,
+        default=100,
+        help="kNN requests sent to OpenSearch before any timed path (steady state: a fresh node's JVM and a new "
+        "index answer their first requests slower; default 100)",
+    )
     ap.add_argument("--block", type=int, default=5, help="requests per path per turn (default 5)")
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads in all (default: CPU quota)")
@@ -959,6 +966,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         t_w = time.monotonic()
+        if search:  # a node just started (or an index just built) answers its first kNN requests 1.5-2x slower
+            for i in range(args.knn_warmup):
+                search.knn_call(i % len(QUERIES), args.candidates)
         for name, fn in paths.items():
             for i in range(len(QUERIES) if "cache hit" in name else min(args.warmup, len(QUERIES))):
                 fn(i)

@@ -181,6 +181,38 @@ def test_cpu_sessions_leave_out_the_slow_skip_layer_norm_fusion(ce_dir, tmp_path
     assert np.abs(served - gated).max() < 1e-5  # Backend.score returns logits
 
 
+def test_document_token_cache_builds_the_pairs_the_tokenizer_builds(ce_dir):
+    """Pairs assembled from the pair template and cached document tokens are the tokenizer's own pairs, cut
+    right or left, for several queries in one batch, on a first and on a repeated (cached) call."""
+    import tokenizers
+
+    from reranker.backends.tokenization import PairTokenizer
+
+    cached = PairTokenizer.from_dir(ce_dir)  # max_length 64: the long document is cut
+    plain = PairTokenizer(
+        tokenizers.Tokenizer.from_file(str(ce_dir / "tokenizer.json")),
+        cached.max_length,
+        cached.pad_id,
+        True,
+        doc_cache_entries=0,
+    )
+    assert cached.template is not None and plain.template is None
+    queries = [q for q, _ in PAIRS] + ["a rather long query about a red dress"] * 2
+    docs = [d for _, d in PAIRS] + ["Fastrack Men Black Analogue Watch " * 20, PAIRS[0][1]]
+    for left in (None, [i % 2 == 0 for i in range(len(docs))]):
+        for _ in range(2):  # the second time every document comes from the cache
+            a, b = cached.encode(queries, docs, left), plain.encode(queries, docs, left)
+            np.testing.assert_array_equal(a.lengths, b.lengths)
+            np.testing.assert_array_equal(a.data.input_ids, b.data.input_ids)
+            np.testing.assert_array_equal(a.data.token_type_ids, b.data.token_type_ids)
+    assert a.lengths.max() == cached.max_length  # truncation was exercised
+    assert cached.doc_cache_hits > 0 and cached.doc_cache_misses == len(set(docs))
+    small = PairTokenizer.from_dir(ce_dir)
+    small._docs_max = 3
+    small.encode(queries, docs)
+    assert len(small._docs) == 3  # bounded (LRU)
+
+
 def test_concurrent_calls_share_the_backend_threads(ce_dir):
     """A lone call spreads over every thread; a call that starts while another runs takes its share (one of
     two), and both score as a lone call does (fp32: layouts agree to ~1e-7)."""

@@ -270,8 +270,8 @@ class OnnxBackend(Backend):
         The pairs are sorted by length (longest first) and cut into forward passes of at most
         `max_tokens` padded tokens (so whatever sub-batch the caller forms, each pass keeps its activations
         in cache: 512-1024 tokens measured best, 4096+ up to 1.3x slower). With layout "split" the passes
-        are spread over the threads this call may use (largest first, each to the least-loaded thread; a
-        single pass is first cut into interleaved parts), one ORT thread each. The `threads` are shared by
+        are shared by the threads this call may use, one ORT thread each: largest first, each thread taking
+        the next pass when it is free (a single pass is first cut into interleaved parts). The `threads` are shared by
         concurrent calls (several scoring workers on one backend): a call gets `threads // calls in progress`
         of them (at least its own), so a lone request uses every CPU and two at once take one CPU each
         instead of waiting for each other at a split's join.
@@ -308,19 +308,23 @@ class OnnxBackend(Backend):
             return out
         if len(passes) < parts:  # too few passes to share: cut each into interleaved parts of like lengths
             passes = [p[i::parts] for p in passes for i in range(parts)]
-        groups: list[list[np.ndarray]] = [[] for _ in range(parts)]
-        load = [0] * parts
-        for pos in sorted(passes, key=lambda p: -len(p) * int(lens[p].max())):
-            j = load.index(min(load))
-            groups[j].append(pos)
-            load[j] += len(pos) * int(lens[pos].max())
+        # largest first; each thread takes the next pass when it is free, so a thread that is slowed down (or
+        # starts late) leaves more of the work to the others instead of holding up the whole call
+        todo = sorted(passes, key=lambda p: -len(p) * int(lens[p].max()))
+        taken = iter(range(len(todo)))
+        lock = threading.Lock()
 
-        def work(group: list[np.ndarray]) -> None:
-            for pos in group:
+        def work() -> None:
+            while True:
+                with lock:
+                    i = next(taken, None)
+                if i is None:
+                    return
+                pos = todo[i]
                 out[pos] = self._forward(encoded, indices[pos])
 
-        futures = [self._pool.submit(work, g) for g in groups[1:] if g]
-        work(groups[0])
+        futures = [self._pool.submit(work) for _ in range(parts - 1)]
+        work()
         for f in futures:
             f.result()
         return out

@@ -51,6 +51,11 @@ DEFAULT_MAX_LENGTH = 128
 #: Documents whose tokens `PairTokenizer` keeps (LRU). ~340 bytes per entry (the int64 ids and their array)
 #: plus the text: the bundled catalog's 33,185 distinct product texts took 11.2 MB (tracemalloc).
 DOC_TOKEN_CACHE_ENTRIES = 100_000
+#: ... and at most this many bytes (text length + ids + 200 per entry); only documents of at most `max_length`
+#: tokens are kept (a longer one is cut anyway and tokenized each time).
+DOC_TOKEN_CACHE_BYTES = 64 * 1024 * 1024
+#: Bytes counted per cache entry on top of the text and the ids (dict slot, array header).
+_ENTRY_OVERHEAD = 200
 #: Model types whose position ids are offset by padding_idx + 1 (2 positions unusable).
 _OFFSET_POSITION_TYPES = ("roberta", "xlm-roberta", "camembert")
 
@@ -177,6 +182,8 @@ class PairTokenizer:
         self._plain_lock = threading.Lock()
         self._docs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._docs_max = max(0, int(doc_cache_entries))
+        self._docs_bytes_max = DOC_TOKEN_CACHE_BYTES
+        self._docs_bytes = 0
         self._docs_lock = threading.Lock()
         self.doc_cache_hits = 0
         self.doc_cache_misses = 0
@@ -295,10 +302,13 @@ class PairTokenizer:
                 for text, ids in zip(texts, pieces):
                     for i in missing[text]:
                         out[i] = ids
+                    if len(ids) > self.max_length or text in self._docs:
+                        continue
                     self._docs[text] = ids
-                    self._docs.move_to_end(text)
-                while len(self._docs) > self._docs_max:
-                    self._docs.popitem(last=False)
+                    self._docs_bytes += len(text) + ids.nbytes + _ENTRY_OVERHEAD
+                while self._docs and (len(self._docs) > self._docs_max or self._docs_bytes > self._docs_bytes_max):
+                    text, ids = self._docs.popitem(last=False)
+                    self._docs_bytes -= len(text) + ids.nbytes + _ENTRY_OVERHEAD
         return out  # type: ignore[return-value]
 
     def _encode_cached(
@@ -365,7 +375,10 @@ class PairTokenizer:
         if len(queries) != len(documents):
             raise ValueError(f"{len(queries)} queries for {len(documents)} documents")
         if self.template is not None and len(documents):
-            fast = self._encode_cached(queries, documents, truncate_left)
+            try:
+                fast = self._encode_cached(queries, documents, truncate_left)
+            except Exception:  # noqa: BLE001 - text the tokenizer refuses: its own path below reports it
+                fast = None
             if fast is not None:
                 return fast
         n = len(documents)

@@ -206,11 +206,17 @@ def test_document_token_cache_builds_the_pairs_the_tokenizer_builds(ce_dir):
             np.testing.assert_array_equal(a.data.input_ids, b.data.input_ids)
             np.testing.assert_array_equal(a.data.token_type_ids, b.data.token_type_ids)
     assert a.lengths.max() == cached.max_length  # truncation was exercised
-    assert cached.doc_cache_hits > 0 and cached.doc_cache_misses == len(set(docs))
+    long_docs = {d for d in docs if d not in cached._docs}  # over max_length tokens: cut anyway, never kept
+    assert docs[-2] in long_docs and len(long_docs) == 2  # the watch text and the 12x jeans text
+    assert cached.doc_cache_hits > 0 and cached.doc_cache_misses == len(set(docs)) - 2 + 4 * 2  # long ones: every call
     small = PairTokenizer.from_dir(ce_dir)
     small._docs_max = 3
     small.encode(queries, docs)
-    assert len(small._docs) == 3  # bounded (LRU)
+    assert len(small._docs) == 3  # bounded by entries (LRU)
+    tiny = PairTokenizer.from_dir(ce_dir)
+    tiny._docs_bytes_max = 700
+    tiny.encode(queries, docs)
+    assert 0 < len(tiny._docs) < 4 and tiny._docs_bytes <= 700  # and by bytes
 
 
 def test_concurrent_calls_share_the_backend_threads(ce_dir):

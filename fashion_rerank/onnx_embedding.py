@@ -4,7 +4,7 @@ Loads a folder written by `fashion_rerank.onnx_export.export_bi_encoder` (`model
 normalisation inside the graph, `tokenizer.json`, `manifest.json`), so a process that only embeds queries
 (the sidecar's Search) needs neither torch nor transformers. Same vectors as sentence-transformers
 `SentenceTransformer.encode` on the source model: cosine >= 0.9999 (checked at export and in
-tests/test_onnx_backend.py; measured min 0.99999+ on bundled-catalog queries and product texts).
+tests/integration/test_onnx_backend.py; measured min 0.99999+ on bundled-catalog queries and product texts).
 
 Tokenization follows sentence-transformers' Transformer module: texts are stripped of surrounding
 whitespace (and lower-cased when sentence_bert_config.json says do_lower_case), truncated to
@@ -13,7 +13,7 @@ max_position_embeddings)), padded per batch to the longest text. Texts are sorte
 run in batches of `batch_size`, so padding stays small; results come back in input order.
 
 Speed (project machine, 2 threads, one ~5-word query): ~1.6 ms, against ~6.5 ms for sentence-transformers
-(docs/reference/cpu-rerank-measurements.md §1).
+(docs/reference/cpu-measurements.md §1).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ MANIFEST = "manifest.json"
 
 #: ORT graph fusions this project turns off on the CPU provider. "SkipLayerNormFusion" folds
 #: Add(bias) + Add(residual) + LayerNormalization into com.microsoft SkipLayerNormalization, whose CPU kernel
-#: in onnxruntime 1.32 is ~6.5x slower than the Add + LayerNormalization it replaces (1 thread, (20, 26, 384)
+#: in onnxruntime 1.32 is ~5x slower than the Add + LayerNormalization it replaces (1 thread, (20, 26, 384)
 #: fp32: 6.7-7.4 against 1.0-1.1 ns per element, `bench/onnx_fusions.py`); leaving it out made the int8
-#: cross-encoder ~20 % faster per request (docs/performance.md, "Graph fusions"). On CUDA the fusion stays.
+#: cross-encoder ~14 % faster per request (docs/performance.md, "What changed since the morning's figures"). On
+#: CUDA the fusion stays.
 CPU_DISABLED_FUSIONS: tuple[str, ...] = ("SkipLayerNormFusion",)
 
 

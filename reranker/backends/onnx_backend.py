@@ -273,8 +273,10 @@ class OnnxBackend(Backend):
         are shared by the threads this call may use, one ORT thread each: largest first, each thread taking
         the next pass when it is free (a single pass is first cut into interleaved parts). The `threads` are shared by
         concurrent calls (several scoring workers on one backend): a call gets `threads // calls in progress`
-        of them (at least its own), so a lone request uses every CPU and two at once take one CPU each
-        instead of waiting for each other at a split's join.
+        of them (at least its own), decided when it starts, so a lone request uses every CPU and two at once
+        take one CPU each instead of waiting for each other at a split's join (a call already split keeps its
+        share, so for its remaining passes one more thread than CPUs may run). Layout "intra" (CUDA, or one
+        thread) does not split: concurrent calls then share the session's own threads or device.
 
         Thread-safe: ONNX Runtime sessions accept concurrent `run` calls.
         """

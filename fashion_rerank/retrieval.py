@@ -26,12 +26,17 @@ DEFAULT_MAX_RESULT_WINDOW = 10_000
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved product: id, kNN score (OpenSearch `_score`), 1-based rank, `_source` without the vector."""
+    """One retrieved product: id, kNN score (OpenSearch `_score`), 1-based rank, `_source` without the vector.
+
+    `fields`: the doc-value fields asked for (`docvalue_fields`), first value of each; when a kNN request asked
+    for doc values only (no `_source`, no stored fields), `id` is "" and `source` empty until the caller fills them.
+    """
 
     id: str
     score: float
     rank: int
     source: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def validate_vector(vector: Sequence[float] | np.ndarray, dimension: int | None = None) -> list[float]:
@@ -69,17 +74,36 @@ def build_filter(filters: Mapping[str, str | Sequence[str]] | None) -> dict | No
 
 
 def knn_query(
-    vector: Sequence[float], k: int, filters: Mapping[str, Any] | None = None, vector_field: str = VECTOR_FIELD
+    vector: Sequence[float],
+    k: int,
+    filters: Mapping[str, Any] | None = None,
+    vector_field: str = VECTOR_FIELD,
+    docvalue_fields: Sequence[str] | None = None,
 ) -> dict:
     """The OpenSearch query body for top-`k` kNN on `vector_field` with `filters` inside the knn clause
-    (filter keys are the index's own field names)."""
+    (filter keys are the index's own field names).
+
+    With `docvalue_fields`, the hits carry only those doc values: no `_source` and no stored field, not even
+    `_id` (`stored_fields: _none_`). That skips OpenSearch's fetch of each hit's stored fields, which for 100
+    hits was most of the request (docs/performance.md#search-documents: `took` 4.6 -> 1.35 ms).
+    """
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     knn: dict[str, Any] = {"vector": validate_vector(vector), "k": k}
     flt = build_filter(filters)
     if flt:
         knn["filter"] = flt
-    return {"size": k, "query": {"knn": {vector_field: knn}}, "_source": {"excludes": [vector_field]}}
+    body: dict[str, Any] = {"size": k, "query": {"knn": {vector_field: knn}}}
+    if docvalue_fields:
+        body.update({"_source": False, "stored_fields": "_none_", "docvalue_fields": list(docvalue_fields)})
+    else:
+        body["_source"] = {"excludes": [vector_field]}
+    return body
+
+
+def _first_values(hit: Mapping[str, Any]) -> dict[str, Any]:
+    """{field: first value} of a hit's doc-value `fields` (OpenSearch returns a list per field)."""
+    return {k: v[0] for k, v in (hit.get("fields") or {}).items() if isinstance(v, list) and v}
 
 
 @dataclass(frozen=True)
@@ -114,9 +138,12 @@ def knn_search_result(
     timeout_s: float | None = None,
     vector_field: str = VECTOR_FIELD,
     server_timeout_s: float | None = None,
+    docvalue_fields: Sequence[str] | None = None,
 ) -> KnnResult:
     """Top-`k` products for a query vector with the answer's completeness (see `knn_search` for the args).
 
+    `docvalue_fields`: ask for these doc values instead of `_source` (see `knn_query`); the hits then have
+    `id` "" and an empty `source`, and `fields` holds the values.
     `server_timeout_s` goes into the body as OpenSearch's search `timeout` (whole milliseconds, at least 1):
     OpenSearch then stops collecting at that time and answers `timed_out: true` with the hits it has, rather
     than working on after the caller has given up. `timeout_s` is the client-side HTTP timeout.
@@ -124,17 +151,18 @@ def knn_search_result(
     Raises:
         ValueError: bad vector or k. opensearchpy exceptions propagate (connection errors, 4xx).
     """
-    body = knn_query(vector, k, filters, vector_field)
+    body = knn_query(vector, k, filters, vector_field, docvalue_fields)
     if server_timeout_s is not None:
         body["timeout"] = f"{max(1, int(server_timeout_s * 1000))}ms"
     kwargs = {"request_timeout": timeout_s} if timeout_s else {}
     resp = client.search(index=index, body=body, **kwargs)
     hits = [
         Hit(
-            id=h["_id"],
+            id=h.get("_id", ""),
             score=float(h["_score"]) if h.get("_score") is not None and math.isfinite(h["_score"]) else 0.0,
             rank=i + 1,
             source=h.get("_source", {}),
+            fields=_first_values(h),
         )
         for i, h in enumerate(resp["hits"]["hits"])
     ]
@@ -147,6 +175,42 @@ def knn_search_result(
         shards_total=int(shards.get("total", 0)),
         shards_failed=int(shards.get("failed", 0)),
     )
+
+
+def documents_by_value(
+    client,
+    index: str,
+    field_name: str,
+    values: Sequence[str],
+    excludes: Sequence[str] = (VECTOR_FIELD,),
+    timeout_s: float | None = None,
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """{value: (`_id`, `_source` without `excludes`)} of the documents of `index` whose keyword field
+    `field_name` holds one of `values` (one `terms` request; a value no document holds is absent).
+
+    Used to fetch the documents a doc-values-only kNN answer named by their content hash (the indexer's
+    `source_hash`, which covers the product id too).
+    Raises opensearchpy exceptions.
+    """
+    values = list(dict.fromkeys(v for v in values if v))
+    if not values:
+        return {}
+    body = {
+        # as many as the values (at most top_k, so within index.max_result_window): the hash covers the id,
+        # so two documents of one index do not share a value
+        "size": len(values),
+        "query": {"bool": {"filter": [{"terms": {field_name: values}}]}},
+        "_source": {"excludes": list(excludes)},
+        "docvalue_fields": [field_name],
+    }
+    kwargs = {"request_timeout": timeout_s} if timeout_s else {}
+    resp = client.search(index=index, body=body, **kwargs)
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for h in resp["hits"]["hits"]:
+        value = _first_values(h).get(field_name)
+        if value is not None and str(value) not in out:
+            out[str(value)] = (h["_id"], h.get("_source", {}))
+    return out
 
 
 def count_matching(

@@ -74,12 +74,18 @@ class IndexSchema:
         text_field: a stored field holding the product text ready for the cross-encoder (ours: `rerank_text`);
             None, or absent from a document: the text is built with `rerank_text` from the mapped fields.
         field_map: our field -> their field (unmapped fields are read under our own name).
+        hash_field: a keyword field (doc values) whose value changes whenever anything in the document changes
+            and identifies it (ours: `source_hash`, a hash of the product id and every indexed field, written
+            by the indexer). Search reads it instead of `_source` and keeps the documents it has seen
+            (`reranker.documents`); None: Search always reads `_source`. A document written without the field
+            makes Search read `_source` for that index again.
     """
 
     vector_field: str = "embedding"
     id_field: str | None = None
     text_field: str | None = "rerank_text"
     field_map: Mapping[str, str] = field(default_factory=dict)
+    hash_field: str | None = "source_hash"
 
     def field(self, ours: str) -> str:
         """Their name of our field `ours` (e.g. a filter attribute)."""
@@ -125,10 +131,11 @@ DEFAULT_SCHEMA = IndexSchema()
 
 def schema_from_settings(settings) -> IndexSchema:
     """The IndexSchema of `fashion_rerank.settings.IndexSettings` (`vector_field`, `id_field`, `text_field`,
-    `field_map`). Raises ValueError for a bad field map."""
+    `field_map`, `hash_field`). Raises ValueError for a bad field map."""
     return IndexSchema(
         vector_field=settings.vector_field,
         id_field=settings.id_field or None,
         text_field=settings.text_field or None,
         field_map=parse_field_map(settings.field_map),
+        hash_field=settings.hash_field or None,
     )

@@ -191,6 +191,11 @@ class IndexSettings(BaseSettings):
     field_map: str = Field(
         "", description="our field=their field, comma-separated (e.g. title=name,colour=color); dotted names reach into objects"
     )
+    hash_field: str = Field(
+        "source_hash",
+        description="keyword field whose value changes with every change of a document (the indexer's source_hash); "
+        "Search then fetches only the documents it has not seen yet; empty: Search always fetches _source",
+    )
 
 
 class NodeSettings(BaseSettings):
@@ -321,6 +326,15 @@ class ServeSettings(BaseSettings):
     )
     index_limits_ttl_s: float = Field(
         60.0, gt=0, description="seconds an index's limits (index.max_result_window) read for Search are kept"
+    )
+    document_cache_entries: int = Field(
+        100_000,
+        ge=0,
+        description="Search's document cache: most documents (by FR_INDEX_HASH_FIELD) kept; 0 = off (Search fetches "
+        "every candidate's _source)",
+    )
+    document_cache_bytes: int = Field(
+        96 * 1024 * 1024, ge=0, description="Search's document cache: most bytes kept (estimated Python size of each _source)"
     )
 
     # -- shutdown

@@ -16,6 +16,7 @@ Every label comes from a bounded set, never from request content (no query text,
 | `queue_rejected_total` | counter | reason (full: refused at submit; pushed_out: dropped from a full queue for another client's fair share) |
 | `knn_partial_total` | counter | kind (short: fewer hits than asked while more products match; timed_out; shards_failed) |
 | `search_truncated_total` | counter | kind (query: cut to the model's query tokens; document: stored text cut to what the model reads) |
+| `search_documents_total` | counter | source (cache: from Search's document cache; fetched: read by hash for it; source: the kNN answer's own `_source`, no hash field; gone: deleted before it was read) |
 | `opensearch_errors_total` | counter | kind (unavailable, timeout, auth, not_found, bad_request, other) |
 | `model_info` | gauge = 1 | version (the serving version; the old label is removed on a swap) |
 | `model_loads_total` | counter | outcome (ok, error) |
@@ -158,6 +159,14 @@ class Metrics:
             "search_truncated",
             "Search texts cut before reranking: the query to the model's query tokens, stored product texts to what it reads",
             ["kind"],
+            namespace=ns,
+            registry=r,
+        )
+        self.search_documents = Counter(
+            "search_documents",
+            "Search candidates by where their _source came from: cache (the document cache), fetched (read by hash "
+            "for the cache), source (the kNN answer's own _source: no hash field), gone (deleted before it was read)",
+            ["source"],
             namespace=ns,
             registry=r,
         )

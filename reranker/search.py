@@ -29,6 +29,7 @@ Failure handling:
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import re
 import time
@@ -47,11 +48,13 @@ from fashion_rerank.retrieval import (
     IndexLimitsCache,
     KnnResult,
     count_matching,
+    documents_by_value,
     knn_search_result,
 )
 from fashion_rerank.schema import IndexSchema, schema_from_settings
 from fashion_rerank.settings import OpenSearchSettings, ServeSettings
 from reranker.core.request import fit_document, fit_query
+from reranker.documents import DocumentCache
 from reranker.errors import (
     BackendError,
     DeadlineExceededError,
@@ -188,6 +191,11 @@ class SearchService:
         #: the names Search may read (the allow-list); exact names, no patterns
         self.allowed: frozenset[str] = frozenset(names or [self.index])
         self.limits = IndexLimitsCache(settings.index_limits_ttl_s)
+        #: `_source` of the products Search has fetched, by the schema's hash field (reranker.documents)
+        self.documents = DocumentCache(settings.document_cache_entries, settings.document_cache_bytes)
+        #: index name -> when a hit without the hash field was seen there (Search reads `_source` there for
+        #: `index_limits_ttl_s` seconds, then tries the hash field again)
+        self._without_hash: dict[str, float] = {}
 
     @property
     def encoder(self):
@@ -257,28 +265,22 @@ class SearchService:
         if m:
             m.stage.labels("embedding").observe(timings["embedding"])
 
-        # 2. kNN, cut to the time left before the deadline; OpenSearch gets its own timeout inside that
-        timeout = self._timeout(deadline)
+        # 2. kNN, cut to the time left before the deadline; OpenSearch gets its own timeout inside that. With a
+        # hash field, the kNN answer names the products by hash and their `_source` comes from the document
+        # cache, or from one more request for those not seen yet (timings["knn"] covers both)
         t0 = time.monotonic()
         their_filters = {self.schema.field(k): v for k, v in flt.items()}
-        try:
-            knn: KnnResult = knn_search_result(
-                self.client,
-                index,
-                vector,
-                top_k,
-                their_filters or None,
-                timeout_s=timeout,
-                vector_field=self.schema.vector_field,
-                server_timeout_s=0.8 * timeout,
-            )
-            hits: list[Hit] = knn.hits
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below
-            raise _opensearch_error(exc, m, index) from exc
-        finally:
-            timings["knn"] = time.monotonic() - t0
+        hash_field = self._hash_field(index)
+        knn = self._knn(index, vector, top_k, their_filters, deadline, hash_field)
+        named = self._documents(index, knn, hash_field, deadline) if hash_field else None
+        if named is not None:
+            knn = named
+        else:  # no hash field, or a hit without it (this index is then read by `_source` for a while)
+            if hash_field:
+                knn = self._knn(index, vector, top_k, their_filters, deadline, None)
+            self._count_documents("source", len(knn.hits))
+        hits: list[Hit] = knn.hits
+        timings["knn"] = time.monotonic() - t0
         if m:
             m.stage.labels("knn").observe(timings["knn"])
             m.candidates.labels("Search").observe(len(hits))
@@ -334,6 +336,98 @@ class SearchService:
             timings=timings,
             fail_open_reason=reason,
         )
+
+    def _knn(
+        self,
+        index: str,
+        vector: np.ndarray,
+        top_k: int,
+        filters: Mapping[str, Any],
+        deadline: float | None,
+        hash_field: str | None,
+    ) -> KnnResult:
+        """The kNN request (doc values of `hash_field` only when given, else `_source`); errors mapped as documented."""
+        timeout = self._timeout(deadline)
+        try:
+            return knn_search_result(
+                self.client,
+                index,
+                vector,
+                top_k,
+                filters or None,
+                timeout_s=timeout,
+                vector_field=self.schema.vector_field,
+                server_timeout_s=0.8 * timeout,
+                docvalue_fields=[hash_field] if hash_field else None,
+            )
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below
+            raise _opensearch_error(exc, self.metrics, index) from exc
+
+    def _hash_field(self, index: str) -> str | None:
+        """The schema's hash field when Search may read `index` by it (cache on, no hit without it lately)."""
+        field_name = self.schema.hash_field
+        if not field_name or not self.documents.enabled:
+            return None
+        seen = self._without_hash.get(index)
+        if seen is not None and time.monotonic() - seen < self.settings.index_limits_ttl_s:
+            return None
+        return field_name
+
+    def _documents(self, index: str, knn: KnnResult, hash_field: str, deadline: float | None) -> KnnResult | None:
+        """`knn` (doc values only) with each hit's `_id` and `_source`: from the document cache, the rest in one
+        request by hash. None when a hit lacks the hash field (the caller then asks for `_source`).
+
+        A product named by the kNN answer but gone before the second request (deleted meanwhile) is left out
+        (`search_documents_total{source="gone"}`). OpenSearch errors are mapped as for the kNN request.
+        """
+        keys = [h.fields.get(hash_field) for h in knn.hits]
+        if any(k is None or k == "" for k in keys):
+            if index not in self._without_hash:
+                log.warning(
+                    "documents of %r lack the hash field %r (FR_INDEX_HASH_FIELD): Search reads their _source "
+                    "(slower), and tries again in %.0f s",
+                    index,
+                    hash_field,
+                    self.settings.index_limits_ttl_s,
+                )
+            self._without_hash[index] = time.monotonic()
+            return None
+        self._without_hash.pop(index, None)
+        keys = [str(k) for k in keys]
+        found = self.documents.get_many(keys)
+        self._count_documents("cache", sum(1 for k in keys if k in found))
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            try:
+                fetched = documents_by_value(
+                    self.client,
+                    index,
+                    hash_field,
+                    missing,
+                    excludes=self.schema.source_excludes(),
+                    timeout_s=self._timeout(deadline),
+                )
+            except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below
+                raise _opensearch_error(exc, self.metrics, index) from exc
+            self.documents.put_many(fetched)
+            found.update(fetched)
+            self._count_documents("fetched", sum(1 for k in keys if k in fetched))
+        hits = []
+        for h, k in zip(knn.hits, keys):
+            doc = found.get(k)
+            if doc is None:
+                continue
+            hits.append(Hit(id=doc[0], score=h.score, rank=h.rank, source=doc[1], fields=h.fields))
+        if len(hits) < len(knn.hits):
+            log.info("%d kNN hits of %r were deleted before their documents were read", len(knn.hits) - len(hits), index)
+            self._count_documents("gone", len(knn.hits) - len(hits))
+        return dataclasses.replace(knn, hits=hits)
+
+    def _count_documents(self, source: str, n: int) -> None:
+        if self.metrics is not None and n:
+            self.metrics.search_documents.labels(source).inc(n)
 
     def _timeout(self, deadline: float | None) -> float:
         """Seconds an OpenSearch call may take: `knn_timeout_s`, cut to the time left before `deadline` (minus a

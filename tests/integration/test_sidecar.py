@@ -737,6 +737,8 @@ def test_metrics_count_exactly_the_requests_made(make_sidecar, trained_registry,
     assert metric(s, "fashion_rerank_request_duration_seconds_count", method="Rerank", front="grpc") == n + 1
     assert metric(s, "fashion_rerank_candidates_per_request_count", method="Rerank") == n
     assert metric(s, "fashion_rerank_candidates_per_request_sum", method="Search") == 15
+    # this test index has no source_hash: the 15 candidates came with the kNN answer's own _source
+    assert metric(s, "fashion_rerank_search_documents_total", source="source") == 15
     assert metric(s, "fashion_rerank_stage_duration_seconds_count", stage="inference") == n + 1
     for stage in ("queue", "tokenization", "embedding", "knn"):
         assert metric(s, "fashion_rerank_stage_duration_seconds_count", stage=stage) >= 1
@@ -744,7 +746,7 @@ def test_metrics_count_exactly_the_requests_made(make_sidecar, trained_registry,
     assert metric(s, "fashion_rerank_model_info", version=sc.core.model_version) == 1
     assert ("fashion_rerank_queue_depth", frozenset({("unit", "pairs")})) in s
     labels = {k for (_, lab) in s for k, _ in lab}
-    assert labels <= {"method", "front", "code", "stage", "unit", "outcome", "reason", "kind", "version", "le"}
+    assert labels <= {"method", "front", "code", "stage", "unit", "outcome", "reason", "kind", "version", "source", "le"}
 
 
 def test_opensearch_outage_gives_unavailable_and_recovers(make_sidecar, trained_registry, product_index, opensearch_url):

@@ -12,8 +12,11 @@ turn in small blocks, repeated, so that drift on a shared machine hits them alik
       variant);
   (d) a repeated request answered from the score cache (`Rerank` on the sidecar as configured by default);
   (e) `Search` end to end (query embedding + OpenSearch kNN + rerank of the 100 kNN candidates), `Search`
-      with the rerank answered from the cache, `Search` on a sidecar with no model (kNN order only), and
-      `Rerank` of exactly the candidates `Search` reranks, so "Search - Rerank" compares like with like;
+      with the rerank answered from the cache, `Search` on a sidecar with no model (kNN order only), `Search`
+      with the document cache off (every candidate's `_source` from the kNN answer, `reranker.documents`),
+      and `Rerank` of exactly the candidates `Search` reranks, so "Search - Rerank" compares like with like.
+      The Search paths are warmed with every query first: their products have been seen, the steady state
+      of a sidecar serving its catalog (the document-cache-off path shows the cost without it);
   plus the machine-wide CPU share used by other processes while each path ran, and the p50 of the requests
   during which that share was low ("quiet");
 - 1 / 4 / 16 concurrent gRPC clients (`Rerank`, 100 candidates, score cache off): p50, p99, requests/s,
@@ -1150,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f" (built in {search.build_s:.0f} s)" if search.build_s else " (reused)")
         )
     print(
-        f"\nsingle client: {n_req} timed requests per path after a warm-up of {args.warmup} (cache-hit paths: {len(QUERIES)}), in blocks of {args.block}, paths in turn "
+        f"\nsingle client: {n_req} timed requests per path after a warm-up of {args.warmup} (cache-hit and Search paths: {len(QUERIES)}, every query), in blocks of {args.block}, paths in turn "
         f"({timed_s:.0f} s); threads {threads}; score cache off except where it says cache hit"
     )
     print(

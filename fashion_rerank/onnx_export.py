@@ -93,7 +93,8 @@ RECIPES: dict[str, dict] = {
     "fp32": {"method": "none", "source": "compact"},
     "fp32-hf": {"method": "none", "source": "hf"},
     "fp32-fused": {"method": "none", "source": "fused"},
-    "int8": {**_DYNAMIC, "source": "compact"},
+    # activation outliers after each LayerNorm migrated into the weights first (`smooth_layer_norm_outputs`)
+    "int8": {**_DYNAMIC, "source": "compact", "smooth": 0.5},
     "int8-hf": {**_DYNAMIC, "source": "hf"},
     "int8-fused": {**_DYNAMIC, "source": "fused"},
     "int8-static": {**_STATIC, "source": "compact"},
@@ -439,6 +440,99 @@ def matmul_roles(path: str | Path) -> dict[str, tuple[str, int]]:
     return out
 
 
+#: Bounds of the per-channel smoothing factors (a channel that never fires must not get a huge factor).
+SMOOTH_CLIP = (1e-2, 1e2)
+
+
+def smooth_layer_norm_outputs(
+    src: str | Path, dst: str | Path, calibration_feeds: list[dict[str, np.ndarray]], alpha: float = 0.5
+) -> int:
+    """Write to `dst` the graph `src` with each LayerNorm's activation outliers moved into the weights that
+    read it (SmoothQuant, Xiao et al. 2023, applied to the LayerNorms of a post-LN BERT); returns how many
+    LayerNorms were smoothed.
+
+    Dynamic int8 quantizes a MatMul's whole input with one scale, so a few channels with large values
+    (BERT's LayerNorm outputs have them) leave the other channels a handful of int8 steps. For each
+    LayerNormalization whose output feeds weight MatMuls, per channel j: s_j = max|x_j|^alpha /
+    max|W_j|^(1 - alpha) (x over the calibration feeds, W over the rows of every such MatMul, clipped to
+    `SMOOTH_CLIP`); the LayerNorm's scale and bias are divided by s, the MatMul weight rows multiplied by s,
+    and the other readers of the output (the residual Add) read it through a Mul by s. In fp32 the graph
+    computes the same function (logits within ~2e-5 on the demo model); only the quantized graph changes.
+
+    Measured on the demo model of 2026-12-02 22:31 (83 held-out queries, 2,490 judged pairs; alpha 0.5):
+    int8 against fp32, top-10 overlap 0.796 -> 0.831, mean Spearman 0.861 -> 0.905, nDCG@10 loss 0.0054 ->
+    -0.0029; latency unchanged within noise (69.9 vs 68.8 ms p50 per 100-candidate request, 2 threads).
+
+    Raises:
+        ValueError: no calibration feeds.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    if not calibration_feeds:
+        raise ValueError("smoothing needs calibration feeds")
+    model = onnx.load(str(src))
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def weight_matmuls(out: str) -> list:
+        return [c for c in readers.get(out, []) if c.op_type == "MatMul" and c.input[1] in inits]
+
+    norms = [n for n in g.node if n.op_type == "LayerNormalization" and len(n.input) >= 3 and weight_matmuls(n.output[0])]
+    if not norms:
+        onnx.save(model, str(dst))
+        return 0
+    # per-channel max |x| of each LayerNorm output over the calibration feeds (padding positions included:
+    # they pass through the same LayerNorm and are quantized with the rest)
+    probe = onnx.load(str(src))
+    for n in norms:
+        probe.graph.output.append(helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [n.output[0] for n in norms]
+    amax: dict[str, np.ndarray] = {}
+    for feed in calibration_feeds:
+        for name, x in zip(names, sess.run(names, feed)):
+            m = np.abs(x.reshape(-1, x.shape[-1])).max(axis=0)
+            amax[name] = m if name not in amax else np.maximum(amax[name], m)
+    lo, hi = SMOOTH_CLIP
+    inserts = []
+    for n in norms:
+        out = n.output[0]
+        mms = weight_matmuls(out)
+        weights = [numpy_helper.to_array(inits[c.input[1]]) for c in mms]
+        wmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+        s = np.clip(np.maximum(amax[out], 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1 - alpha), lo, hi).astype(np.float32)
+        for name in n.input[1:3]:  # LayerNorm scale and bias
+            t = inits[name]
+            t.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(t) / s).astype(np.float32), t.name))
+        for c, w in zip(mms, weights):
+            t = inits[c.input[1]]
+            t.CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), t.name))
+        others = [c for c in readers[out] if c not in mms]
+        if others:
+            scale, restored = f"{out}_smooth_scale", f"{out}_unsmoothed"
+            g.initializer.append(numpy_helper.from_array(s, scale))
+            inserts.append((n, helper.make_node("Mul", [out, scale], [restored], name=f"{n.name}_unsmooth")))
+            for c in others:
+                for k, i in enumerate(c.input):
+                    if i == out:
+                        c.input[k] = restored
+    nodes = list(g.node)
+    for norm, mul in inserts:
+        nodes.insert(nodes.index(norm) + 1, mul)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.save(model, str(dst))
+    return len(norms)
+
+
 class _Reader:
     """`CalibrationDataReader` over prepared feed dicts."""
 
@@ -472,6 +566,15 @@ def quantize_variant(
         want = set(recipe["keep_fp32"])
         keep = [n for n, (role, layer) in roles.items() if role in want or f"layer{layer}" in want]
         applied["kept_fp32_nodes"] = len(keep)
+    if recipe.get("smooth") is not None and method == "dynamic":
+        if calibration_feeds:
+            smoothed = Path(dst).with_suffix(".smooth.onnx")
+            applied["smoothed_layer_norms"] = smooth_layer_norm_outputs(src, smoothed, calibration_feeds, float(recipe["smooth"]))
+            applied["smooth_calibration_pairs"] = int(sum(f["input_ids"].shape[0] for f in calibration_feeds))
+            src = smoothed
+        else:  # e.g. a hub cross-encoder exported on first load: no catalog pairs to measure activations on
+            applied["smooth"] = None
+            applied["smooth_skipped"] = "no calibration pairs"
     if method == "dynamic":
         if recipe.get("format", "QOperator") != "QOperator":
             raise ValueError("ORT dynamic quantization only has the QOperator form")
@@ -485,6 +588,7 @@ def quantize_variant(
             nodes_to_exclude=keep or None,
             extra_options=extra,
         )
+        Path(dst).with_suffix(".smooth.onnx").unlink(missing_ok=True)
     elif method == "static":
         if not calibration_feeds:
             raise ValueError("static quantization needs calibration pairs")

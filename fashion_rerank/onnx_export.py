@@ -20,7 +20,9 @@ Cross-encoder (`export_cross_encoder(model_dir)`) writes into `<model_dir>/onnx/
   (bench/onnx_explore.py, report). That optimizer graph is still available as variants "fp32-fused"
   and "int8-fused" (on a GPU its fused Attention is the usual choice). Other model types are exported
   through transformers' own forward (eager attention) as "fp32".
-- one file per quantized variant (see `RECIPES`), e.g. `model_int8.onnx`.
+- one file per quantized variant (see `RECIPES`), e.g. `model_int8.onnx`: dynamic int8 (per-channel weights)
+  of the compact graph after `smooth_layer_norm_outputs` moved each LayerNorm's activation outliers into the
+  weights that read it (measured on the calibration pairs; skipped, and recorded, when there are none).
 - `manifest.json`, the contract with the backend (format 1):
 
       {"format": 1, "kind": "cross-encoder", "created": ISO-8601 UTC,

@@ -806,7 +806,9 @@ def main(argv: list[str] | None = None) -> int:
         result["model"] = {k: v for k, v in model.items() if k != "variants"}
         gate = model["gate"]
         served = gate.get("serve", "fp32")
-        variants = [v for v in ("fp32", "int8") if v in model["variants"]]
+        # fp32 and the quantized variant the gate serves (else the default int8 graph, for comparison)
+        quantized = served if served != "fp32" else "int8"
+        variants = [v for v in ("fp32", quantized) if v in model["variants"]]
         from fashion_rerank.onnx_cache import ensure_bi_encoder_onnx
         from fashion_rerank.registry import ModelRegistry
         from fashion_rerank.settings import ModelSettings
@@ -1035,10 +1037,10 @@ def main(argv: list[str] | None = None) -> int:
         from fashion_rerank.onnx_export import agreement
 
         agree = {}
-        if "int8" in variants:
-            agree["int8 vs fp32"] = agreement(
+        if quantized in variants:
+            agree[f"{quantized} vs fp32"] = agreement(
                 [logits["onnx fp32: backend (OnnxBackend.score)"][i] for i in qs],
-                [logits["onnx int8: backend (OnnxBackend.score)"][i] for i in qs],
+                [logits[f"onnx {quantized}: backend (OnnxBackend.score)"][i] for i in qs],
             )
         hits = sum(1 for e in extra[cached_name] if e["inference_ms"] == 0.0)
 
@@ -1131,13 +1133,14 @@ def main(argv: list[str] | None = None) -> int:
     ev = (gate.get("evidence") or {}).get("agreement") or {}
     refused = (gate.get("evidence") or {}).get("refused") or {}
     print(f"quality gate: serves {served} (allowed: {', '.join(gate.get('allowed', []))}); {gate.get('decided_by', '')}")
-    for v in variants:
+    for v in sorted(set(variants) | set(ev), key=lambda n: (n != "fp32", n)):
         a = ev.get(v) or {}
         nd = f"held-out nDCG@10 {a['ndcg10']:.4f}" if a.get("ndcg10") is not None else "no judged nDCG"
         extra_s = f", score std {a['std_ratio']:.2f} x fp32's" if a.get("std_ratio") is not None else ""
-        print(f"  {v:<5} {nd}{extra_s}{'; refused: ' + refused[v] if v in refused else ''}")
-    if ev.get("int8", {}).get("judged_pairs"):
-        print(f"  ({ev['int8']['judged_pairs']} judged held-out pairs)")
+        print(f"  {v:<10} {nd}{extra_s}{'; refused: ' + refused[v] if v in refused else ''}")
+    judged_n = next((a["judged_pairs"] for a in ev.values() if (a or {}).get("judged_pairs")), None)
+    if judged_n:
+        print(f"  ({judged_n} judged held-out pairs)")
     print(
         f"requests: {len(requests)} queries x {args.candidates} Myntra candidates (word-overlap pick), {tok_mean:.1f} tokens per pair "
         f"(max {tok_max})"

@@ -41,21 +41,26 @@ def test_the_gate_serves_a_good_variant_and_refuses_a_damaged_one(trained_regist
     calibration = [(q, t) for q, t, _ in graded_training_pairs(n_queries=20, seed=3)]
     manifest = export_cross_encoder(folder, calibration_pairs=calibration, judged=judged)
     first = decide(manifest)
-    a = manifest["variants"]["int8"]["agreement"]
-    keeps_quality = a["ndcg10_fp32"] - a["ndcg10"] <= 0.005 and a["std_ratio"] >= 0.8
-    # the decision follows the measured figures: int8 serves exactly when it keeps quality
-    assert (first["serve"] == "int8") == keeps_quality and ("int8" in first["refused"]) == (not keeps_quality), a
+    for name in ("int8", "int8-plain"):
+        a = manifest["variants"][name]["agreement"]
+        keeps_quality = a["ndcg10_fp32"] - a["ndcg10"] <= 0.005 and a["std_ratio"] >= 0.8
+        # the decision follows the measured figures: each int8 graph is allowed exactly when it keeps quality
+        assert (name in first["allowed"]) == keeps_quality and (name in first["refused"]) == (not keeps_quality), a
+    assert first["serve"] == next(n for n in ("int8", "int8-plain", "fp32") if n in first["allowed"])
 
-    # a deliberately damaged quantized file, its checksum updated so only the gate can catch it
-    int8 = folder / "onnx" / manifest["variants"]["int8"]["file"]
-    _damage(int8)
+    # deliberately damaged quantized files (both int8 graphs), their checksums updated so only the gate can catch it
     m = read_manifest(folder / "onnx")
-    m["variants"]["int8"]["sha256"] = sha256_file(int8)
+    quantized = [n for n in m["variants"] if n != "fp32"]
+    assert quantized == ["int8", "int8-plain"]
+    for name in quantized:
+        path = folder / "onnx" / m["variants"][name]["file"]
+        _damage(path)
+        m["variants"][name]["sha256"] = sha256_file(path)
     write_manifest(folder / "onnx", m)
     with caplog.at_level(logging.WARNING, logger="labeling.export"):
         decision = regate(folder, judged)
-    assert decision["serve"] == "fp32" and "int8" in decision["refused"]
-    assert "nDCG@10" in decision["refused"]["int8"] or "spread" in decision["refused"]["int8"]
+    assert decision["serve"] == "fp32" and set(decision["refused"]) == set(quantized)
+    assert all("nDCG@10" in why or "spread" in why for why in decision["refused"].values())
     assert any("int8" in r.message and "refused" in r.message for r in caplog.records)
     gate = read_manifest(folder / "onnx")["gate"]
     assert gate["serve"] == "fp32" and "int8" not in gate["allowed"] and "int8" in gate["evidence"]["refused"]

@@ -28,15 +28,17 @@ DEFAULT_MAX_RESULT_WINDOW = 10_000
 class Hit:
     """One retrieved product: id, kNN score (OpenSearch `_score`), 1-based rank, `_source` without the vector.
 
-    `fields`: the doc-value fields asked for (`docvalue_fields`), first value of each; when a kNN request asked
-    for doc values only (no `_source`, no stored fields), `id` is "" and `source` empty until the caller fills them.
+    `fields`: the doc-value fields asked for (`docvalue_fields`), all values of each (a list); `index`: the
+    concrete index the hit came from (`_index`, e.g. behind an alias). When a kNN request asked for doc values
+    only (no `_source`, no stored fields), `id` is "" and `source` empty until the caller fills them.
     """
 
     id: str
     score: float
     rank: int
     source: dict[str, Any] = field(default_factory=dict)
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, list] = field(default_factory=dict)
+    index: str = ""
 
 
 def validate_vector(vector: Sequence[float] | np.ndarray, dimension: int | None = None) -> list[float]:
@@ -101,9 +103,9 @@ def knn_query(
     return body
 
 
-def _first_values(hit: Mapping[str, Any]) -> dict[str, Any]:
-    """{field: first value} of a hit's doc-value `fields` (OpenSearch returns a list per field)."""
-    return {k: v[0] for k, v in (hit.get("fields") or {}).items() if isinstance(v, list) and v}
+def _values(hit: Mapping[str, Any]) -> dict[str, list]:
+    """{field: [values]} of a hit's doc-value `fields` (OpenSearch returns a list per field)."""
+    return {k: v for k, v in (hit.get("fields") or {}).items() if isinstance(v, list) and v}
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ def knn_search_result(
             score=float(h["_score"]) if h.get("_score") is not None and math.isfinite(h["_score"]) else 0.0,
             rank=i + 1,
             source=h.get("_source", {}),
-            fields=_first_values(h),
+            fields=_values(h),
+            index=h.get("_index", ""),
         )
         for i, h in enumerate(resp["hits"]["hits"])
     ]
@@ -177,6 +180,22 @@ def knn_search_result(
     )
 
 
+@dataclass(frozen=True)
+class DocumentsByValue:
+    """What `documents_by_value` read.
+
+    Attributes:
+        docs: {value: (`_id`, `_source`)}; a value no document holds is absent.
+        ambiguous: some value is held by more than one document, or a document holds several values: the
+            field does not identify documents, and `docs` must not be used.
+        partial: OpenSearch timed out or lost shards: documents may be missing from `docs`.
+    """
+
+    docs: dict[str, tuple[str, dict[str, Any]]]
+    ambiguous: bool = False
+    partial: bool = False
+
+
 def documents_by_value(
     client,
     index: str,
@@ -184,33 +203,47 @@ def documents_by_value(
     values: Sequence[str],
     excludes: Sequence[str] = (VECTOR_FIELD,),
     timeout_s: float | None = None,
-) -> dict[str, tuple[str, dict[str, Any]]]:
-    """{value: (`_id`, `_source` without `excludes`)} of the documents of `index` whose keyword field
-    `field_name` holds one of `values` (one `terms` request; a value no document holds is absent).
+) -> DocumentsByValue:
+    """The `_id` and `_source` (without `excludes`) of the documents of `index` whose keyword field
+    `field_name` holds one of `values`, in one `terms` request (with OpenSearch's own `timeout`, 80 % of
+    `timeout_s`).
 
-    Used to fetch the documents a doc-values-only kNN answer named by their content hash (the indexer's
-    `source_hash`, which covers the product id too).
+    Used to read the documents a doc-values-only kNN answer named by their content hash (the indexer's
+    `source_hash`, which covers the product id too). `index` should be the concrete index the hits came from.
     Raises opensearchpy exceptions.
     """
-    values = list(dict.fromkeys(v for v in values if v))
+    values = list(dict.fromkeys(str(v) for v in values if v not in (None, "")))
     if not values:
-        return {}
-    body = {
-        # as many as the values (at most top_k, so within index.max_result_window): the hash covers the id,
-        # so two documents of one index do not share a value
-        "size": len(values),
+        return DocumentsByValue({})
+    body: dict[str, Any] = {
+        # one more than the values: a value held by two documents shows in the count and the hits
+        "size": len(values) + 1,
+        "track_total_hits": True,
         "query": {"bool": {"filter": [{"terms": {field_name: values}}]}},
         "_source": {"excludes": list(excludes)},
         "docvalue_fields": [field_name],
     }
+    if timeout_s:
+        body["timeout"] = f"{max(1, int(0.8 * timeout_s * 1000))}ms"
     kwargs = {"request_timeout": timeout_s} if timeout_s else {}
     resp = client.search(index=index, body=body, **kwargs)
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for h in resp["hits"]["hits"]:
-        value = _first_values(h).get(field_name)
-        if value is not None and str(value) not in out:
-            out[str(value)] = (h["_id"], h.get("_source", {}))
-    return out
+    hits = resp["hits"]["hits"]
+    total = resp["hits"].get("total", 0)
+    total = int(total.get("value", 0) if isinstance(total, dict) else total or 0)
+    shards = resp.get("_shards", {})
+    docs: dict[str, tuple[str, dict[str, Any]]] = {}
+    ambiguous = total > len(values) or len(hits) > len(values)
+    for h in hits:
+        held = _values(h).get(field_name, [])
+        if len(held) != 1 or str(held[0]) in docs:
+            ambiguous = True
+            continue
+        docs[str(held[0])] = (h["_id"], h.get("_source", {}))
+    return DocumentsByValue(
+        docs,
+        ambiguous=ambiguous,
+        partial=bool(resp.get("timed_out", False)) or int(shards.get("failed", 0)) > 0,
+    )
 
 
 def count_matching(

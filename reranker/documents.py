@@ -7,9 +7,11 @@ docs/performance.md#search-documents). A catalog is small next to its traffic an
 for many queries, so Search asks the kNN request for the hash field's doc values only and reads `_source` only
 for the products it has not seen (`fashion_rerank.retrieval.documents_by_value`, one request).
 
-- Key: the value of the index schema's `hash_field` (the indexer's `source_hash`: a hash of the product id and
-  every indexed field). A changed document has a new hash, so the cache can never serve an old version of it;
-  the same product in a rebuilt index (a new index behind the alias) keeps its hash and its entry.
+- Key: the concrete index a hit came from and the value of the index schema's `hash_field` (the indexer's
+  `source_hash`: a hash of the product id and every indexed field), "<index>\x00<hash>". A changed document
+  has a new hash, so the cache can never serve an old version of it; another index (a rebuild behind the
+  alias, a second index) has its own entries. Search uses the hash only where it identifies documents: one
+  value per document, no value shared (`reranker.search.SearchService._documents`).
 - Bounded by entries and by bytes (an estimate of each `_source`'s Python size, `source_bytes`), least
   recently used first out. Thread-safe.
 - Entries are shared between requests: callers must not modify a returned `_source`.

@@ -165,7 +165,7 @@ class Metrics:
         self.search_documents = Counter(
             "search_documents",
             "Search candidates by where their _source came from: cache (the document cache), fetched (read by hash "
-            "for the cache), source (the kNN answer's own _source: no hash field), gone (deleted before it was read)",
+            "for the cache), source (the kNN answer's own _source: cache off, or no usable hash field), gone (deleted before it was read)",
             ["source"],
             namespace=ns,
             registry=r,

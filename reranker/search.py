@@ -271,13 +271,14 @@ class SearchService:
         t0 = time.monotonic()
         their_filters = {self.schema.field(k): v for k, v in flt.items()}
         hash_field = self._hash_field(index)
-        knn = self._knn(index, vector, top_k, their_filters, deadline, hash_field)
-        named = self._documents(index, knn, hash_field, deadline) if hash_field else None
+        # without a caller's deadline, the kNN request and the document read share `knn_timeout_s`
+        stage_end = t0 + s.knn_timeout_s if deadline is None else deadline
+        knn = self._knn(index, vector, top_k, their_filters, deadline, hash_field) if hash_field else None
+        named = self._documents(index, knn, hash_field, deadline, stage_end) if knn is not None else None
         if named is not None:
             knn = named
-        else:  # no hash field, or a hit without it (this index is then read by `_source` for a while)
-            if hash_field:
-                knn = self._knn(index, vector, top_k, their_filters, deadline, None)
+        else:  # no hash field, or an index where it does not work (read by `_source` for a while)
+            knn = self._knn(index, vector, top_k, their_filters, deadline, None, stage_end if hash_field else None)
             self._count_documents("source", len(knn.hits))
         hits: list[Hit] = knn.hits
         timings["knn"] = time.monotonic() - t0
@@ -345,9 +346,15 @@ class SearchService:
         filters: Mapping[str, Any],
         deadline: float | None,
         hash_field: str | None,
-    ) -> KnnResult:
-        """The kNN request (doc values of `hash_field` only when given, else `_source`); errors mapped as documented."""
+        stage_end: float | None = None,
+    ) -> KnnResult | None:
+        """The kNN request: doc values of `hash_field` only when given, else `_source`. Errors are mapped as
+        documented, except that OpenSearch refusing the doc-values request (400: e.g. the field is text or has
+        no doc values) returns None and turns the hash field off for `index` a while (`_source` then).
+        `stage_end` (monotonic) cuts the timeout further (a second request within one Search's budget)."""
         timeout = self._timeout(deadline)
+        if stage_end is not None:
+            timeout = min(timeout, max(0.01, stage_end - time.monotonic()))
         try:
             return knn_search_result(
                 self.client,
@@ -362,11 +369,16 @@ class SearchService:
             )
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
+        except ose.RequestError as exc:
+            if hash_field:
+                self._hash_unusable(index, hash_field, f"OpenSearch refused its doc values ({exc.error})")
+                return None
+            raise _opensearch_error(exc, self.metrics, index) from exc
         except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below
             raise _opensearch_error(exc, self.metrics, index) from exc
 
     def _hash_field(self, index: str) -> str | None:
-        """The schema's hash field when Search may read `index` by it (cache on, no hit without it lately)."""
+        """The schema's hash field when Search may read `index` by it (cache on, not found unusable lately)."""
         field_name = self.schema.hash_field
         if not field_name or not self.documents.enabled:
             return None
@@ -375,51 +387,74 @@ class SearchService:
             return None
         return field_name
 
-    def _documents(self, index: str, knn: KnnResult, hash_field: str, deadline: float | None) -> KnnResult | None:
-        """`knn` (doc values only) with each hit's `_id` and `_source`: from the document cache, the rest in one
-        request by hash. None when a hit lacks the hash field (the caller then asks for `_source`).
+    def _hash_unusable(self, index: str, hash_field: str, why: str) -> None:
+        """Read `index` by `_source` for `index_limits_ttl_s` seconds (warned once per episode)."""
+        if index not in self._without_hash:
+            log.warning(
+                "Search cannot read %r by its hash field %r (FR_INDEX_HASH_FIELD): %s; it reads _source instead "
+                "(slower) and tries again in %.0f s",
+                index,
+                hash_field,
+                why,
+                self.settings.index_limits_ttl_s,
+            )
+        self._without_hash[index] = time.monotonic()
 
-        A product named by the kNN answer but gone before the second request (deleted meanwhile) is left out
+    def _documents(
+        self, index: str, knn: KnnResult, hash_field: str, deadline: float | None, stage_end: float
+    ) -> KnnResult | None:
+        """`knn` (doc values only) with each hit's `_id` and `_source`: from the document cache, keyed by (the
+        hit's concrete index, its hash), the rest read by hash from that index in one request each.
+
+        Returns None (the caller then asks for `_source`) when the hash cannot identify the documents: a hit
+        without the field or with several values, two hits or documents sharing a value (the hash field is
+        then off for `index` a while), or a read that timed out or lost shards (this Search only).
+        A product named by the kNN answer but deleted before its read is left out
         (`search_documents_total{source="gone"}`). OpenSearch errors are mapped as for the kNN request.
         """
-        keys = [h.fields.get(hash_field) for h in knn.hits]
-        if any(k is None or k == "" for k in keys):
-            if index not in self._without_hash:
-                log.warning(
-                    "documents of %r lack the hash field %r (FR_INDEX_HASH_FIELD): Search reads their _source "
-                    "(slower), and tries again in %.0f s",
-                    index,
-                    hash_field,
-                    self.settings.index_limits_ttl_s,
-                )
-            self._without_hash[index] = time.monotonic()
+        keys: list[str] = []
+        for h in knn.hits:
+            held = h.fields.get(hash_field) or []
+            if len(held) != 1 or held[0] in (None, ""):
+                self._hash_unusable(index, hash_field, "documents without it or with several values")
+                return None
+            keys.append(f"{h.index}\x00{held[0]}")
+        if len(set(keys)) < len(keys):
+            self._hash_unusable(index, hash_field, "several documents share a value")
             return None
-        self._without_hash.pop(index, None)
-        keys = [str(k) for k in keys]
         found = self.documents.get_many(keys)
-        self._count_documents("cache", sum(1 for k in keys if k in found))
-        missing = [k for k in dict.fromkeys(keys) if k not in found]
-        if missing:
+        from_cache, fetched_n = len(found), 0
+        missing: dict[str, list[str]] = {}  # concrete index -> hash values to read
+        for k in keys:
+            if k not in found:
+                concrete, value = k.split("\x00", 1)
+                missing.setdefault(concrete, []).append(value)
+        for concrete, values in missing.items():
+            timeout = min(self._timeout(deadline), max(0.01, stage_end - time.monotonic()))
             try:
-                fetched = documents_by_value(
-                    self.client,
-                    index,
-                    hash_field,
-                    missing,
-                    excludes=self.schema.source_excludes(),
-                    timeout_s=self._timeout(deadline),
+                read = documents_by_value(
+                    self.client, concrete or index, hash_field, values, self.schema.source_excludes(), timeout
                 )
             except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below
                 raise _opensearch_error(exc, self.metrics, index) from exc
+            if read.ambiguous:
+                self._hash_unusable(index, hash_field, "several documents share a value")
+                return None
+            if read.partial:
+                log.info("reading documents of %r by hash timed out or lost shards; Search reads _source", concrete)
+                return None
+            fetched = {f"{concrete}\x00{v}": doc for v, doc in read.docs.items()}
             self.documents.put_many(fetched)
             found.update(fetched)
-            self._count_documents("fetched", sum(1 for k in keys if k in fetched))
+            fetched_n += len(fetched)
+        self._without_hash.pop(index, None)
+        self._count_documents("cache", from_cache)
+        self._count_documents("fetched", fetched_n)
         hits = []
         for h, k in zip(knn.hits, keys):
             doc = found.get(k)
-            if doc is None:
-                continue
-            hits.append(Hit(id=doc[0], score=h.score, rank=h.rank, source=doc[1], fields=h.fields))
+            if doc is not None:
+                hits.append(Hit(id=doc[0], score=h.score, rank=h.rank, source=doc[1], fields=h.fields, index=h.index))
         if len(hits) < len(knn.hits):
             log.info("%d kNN hits of %r were deleted before their documents were read", len(knn.hits) - len(hits), index)
             self._count_documents("gone", len(knn.hits) - len(hits))

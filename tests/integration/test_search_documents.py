@@ -161,7 +161,7 @@ def test_a_document_without_the_hash_field_makes_search_read_source(sidecars, ca
 
     with caplog.at_level(logging.WARNING, logger="reranker.search"):
         answers = _search_all(cached, top_k=N + 1)
-    assert any("lack the hash field 'source_hash'" in r.getMessage() for r in caplog.records)
+    assert any("by its hash field 'source_hash'" in r.getMessage() for r in caplog.records)
     docs = _documents(cached.metrics_port)
     # every Search was answered from the kNN answer's _source, the first after one doc-values-only kNN request
     assert docs["source"] == len(QUERIES) * (N + 1) and docs["fetched"] == 0
@@ -169,3 +169,114 @@ def test_a_document_without_the_hash_field_makes_search_read_source(sidecars, ca
     with RerankerClient(cached.target, timeout=120) as c:
         ids = [h.id for h in c.search(QUERIES[0], top_k=N + 1, top_n=N + 1).hits]
     assert "stranger-1" in ids
+
+
+def _copies(os_client, alias: str, encoder, n: int) -> list[dict]:
+    """The first `n` documents of `alias` with their vectors (the indexer keeps vectors out of `_source`)."""
+    hits = os_client.search(index=alias, body={"size": n, "sort": [{"product_id": "asc"}]})["hits"]["hits"]
+    vectors = encoder.encode([h["_source"]["rerank_text"] for h in hits])
+    return [{**h["_source"], "embedding": v.tolist()} for h, v in zip(hits, vectors)]
+
+
+def _index(os_client, name: str, docs: list[dict], ids: list[str], dimension: int, hash_mapping: dict | None = None):
+    props = {
+        "embedding": {
+            "type": "knn_vector",
+            "dimension": dimension,
+            "method": {"name": "hnsw", "space_type": "innerproduct", "engine": "lucene"},
+        },
+        "product_id": {"type": "keyword"},
+        "source_hash": hash_mapping or {"type": "keyword"},
+    }
+    os_client.indices.create(
+        index=name, body={"settings": {"index": {"knn": True, "number_of_replicas": 0}}, "mappings": {"properties": props}}
+    )
+    for doc_id, doc in zip(ids, docs):
+        os_client.index(index=name, id=doc_id, body=doc)
+    os_client.indices.refresh(index=name)
+
+
+@pytest.fixture
+def own_indices(os_client):
+    made: list[str] = []
+    yield made
+    for name in made:
+        os_client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def _pair(trained_registry, opensearch_url, alias: str, indices: str = ""):
+    """(with the document cache, without it) sidecars reading `alias` (and `indices`, the allow-list)."""
+    from reranker.serve import Sidecar
+
+    out = []
+    for entries in (100_000, 0):
+        s = ServeSettings(
+            grpc_port=0,
+            metrics_port=0,
+            http_port=0,
+            threads=1,
+            querylog_path=None,
+            querylog_index=None,
+            rerank_budget_ms=60_000,
+            score_cache_entries=0,
+            document_cache_entries=entries,
+            search_indices=indices,
+        )
+        sc = Sidecar(s, trained_registry, OpenSearchSettings(url=opensearch_url, index_alias=alias, timeout_s=10))
+        sc.start()
+        out.append(sc)
+    return out
+
+
+def _ids(sc, index: str = "", top_k: int = 30) -> list[list[tuple]]:
+    with RerankerClient(sc.target, timeout=120) as c:
+        return [[(h.id, h.product.title) for h in c.search(q, top_k=top_k, top_n=top_k, index=index).hits] for q in QUERIES]
+
+
+def test_equal_hashes_in_two_indices_keep_each_index_own_documents(
+    trained_registry, opensearch_url, catalog, os_client, encoder, own_indices
+):
+    docs = _copies(os_client, catalog[0], encoder, 20)
+    base = f"t-docs-two-{uuid.uuid4().hex[:6]}"
+    a, b, alias = f"{base}-a", f"{base}-b", f"{base}-alias"
+    own_indices += [a, b]
+    # the same products and hashes in both indices, under other ids in b; one alias over both
+    _index(os_client, a, docs[:10], [f"a-{d['product_id']}" for d in docs[:10]], encoder.dimension)
+    _index(os_client, b, docs, [f"b-{d['product_id']}" for d in docs], encoder.dimension)
+    os_client.indices.put_alias(index=[a, b], name=alias)
+    cached, plain = _pair(trained_registry, opensearch_url, alias, indices=f"{alias},{a},{b}")
+    try:
+        assert _ids(cached) == _ids(plain)  # 30 hits: every copy in a and in b, each with its own id
+        assert _ids(cached, index=b) == _ids(plain, index=b)
+        assert all(i.startswith("b-") for row in _ids(cached, index=b) for i, _ in row)
+        assert _ids(cached, index=a, top_k=10) == _ids(plain, index=a, top_k=10)
+        assert _documents(cached.metrics_port)["gone"] == 0 and _documents(cached.metrics_port)["source"] == 0
+    finally:
+        for sc in (cached, plain):
+            sc.stop(1.0)
+
+
+@pytest.mark.parametrize("case", ["text", "no_doc_values", "shared", "several"])
+def test_a_hash_field_that_cannot_identify_documents_makes_search_read_source(
+    trained_registry, opensearch_url, catalog, os_client, encoder, own_indices, case
+):
+    docs = _copies(os_client, catalog[0], encoder, 12)
+    name = f"t-docs-{case.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    own_indices.append(name)
+    mapping = {"text": {"type": "text"}, "no_doc_values": {"type": "keyword", "doc_values": False}}.get(case)
+    if case == "shared":  # a hash of the content only: two products with the same text share it
+        for d in docs:
+            d["source_hash"] = d["text_hash"]
+        docs[1] = {**docs[0], "product_id": docs[1]["product_id"]}
+    if case == "several":
+        for d in docs:
+            d["source_hash"] = [d["source_hash"], "a-shared-value"]
+    _index(os_client, name, docs, [d["product_id"] for d in docs], encoder.dimension, mapping)
+    cached, plain = _pair(trained_registry, opensearch_url, name)
+    try:
+        assert _ids(cached, top_k=12) == _ids(plain, top_k=12)
+        got = _documents(cached.metrics_port)
+        assert got["source"] == len(QUERIES) * 12 and got["cache"] == 0 and got["gone"] == 0
+    finally:
+        for sc in (cached, plain):
+            sc.stop(1.0)

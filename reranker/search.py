@@ -349,8 +349,9 @@ class SearchService:
         stage_end: float | None = None,
     ) -> KnnResult | None:
         """The kNN request: doc values of `hash_field` only when given, else `_source`. Errors are mapped as
-        documented, except that OpenSearch refusing the doc-values request (400: e.g. the field is text or has
-        no doc values) returns None and turns the hash field off for `index` a while (`_source` then).
+        documented, except that a 400 to the doc-values request returns None (the caller then asks for
+        `_source`), and turns the hash field off for `index` a while when it names the field (text, or no doc
+        values).
         `stage_end` (monotonic) cuts the timeout further (a second request within one Search's budget)."""
         timeout = self._timeout(deadline)
         if stage_end is not None:
@@ -370,8 +371,9 @@ class SearchService:
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
         except ose.RequestError as exc:
-            if hash_field:
-                self._hash_unusable(index, hash_field, f"OpenSearch refused its doc values ({exc.error})")
+            if hash_field:  # the `_source` request that follows reports any other 400 (e.g. a bad filter) itself
+                if hash_field in str(exc.info) or hash_field in str(exc.error):
+                    self._hash_unusable(index, hash_field, f"OpenSearch refused its doc values ({exc.error})")
                 return None
             raise _opensearch_error(exc, self.metrics, index) from exc
         except Exception as exc:  # noqa: BLE001 - opensearch-py exceptions, mapped below

@@ -72,9 +72,8 @@ def catalog(os_client, encoder, tmp_path):
         os_client.indices.delete(index=name, ignore_unavailable=True)
 
 
-@pytest.fixture
-def sidecars(trained_registry, opensearch_url, catalog):
-    """(with the document cache, without it): two started sidecars on the catalog's alias."""
+def _pair(trained_registry, opensearch_url, alias: str, indices: str = ""):
+    """(with the document cache, without it) sidecars reading `alias` (and `indices`, the allow-list)."""
     from reranker.serve import Sidecar
 
     out = []
@@ -84,16 +83,23 @@ def sidecars(trained_registry, opensearch_url, catalog):
             metrics_port=0,
             http_port=0,
             threads=1,
-            registry_poll_s=0.1,
             querylog_path=None,
             querylog_index=None,
             rerank_budget_ms=60_000,
             score_cache_entries=0,
             document_cache_entries=entries,
+            search_indices=indices,
         )
-        sc = Sidecar(s, trained_registry, OpenSearchSettings(url=opensearch_url, index_alias=catalog[0], timeout_s=10))
+        sc = Sidecar(s, trained_registry, OpenSearchSettings(url=opensearch_url, index_alias=alias, timeout_s=10))
         sc.start()
         out.append(sc)
+    return out
+
+
+@pytest.fixture
+def sidecars(trained_registry, opensearch_url, catalog):
+    """(with the document cache, without it): two started sidecars on the catalog's alias."""
+    out = _pair(trained_registry, opensearch_url, catalog[0])
     yield out
     for sc in out:
         sc.stop(1.0)
@@ -202,30 +208,6 @@ def own_indices(os_client):
     yield made
     for name in made:
         os_client.indices.delete(index=name, ignore_unavailable=True)
-
-
-def _pair(trained_registry, opensearch_url, alias: str, indices: str = ""):
-    """(with the document cache, without it) sidecars reading `alias` (and `indices`, the allow-list)."""
-    from reranker.serve import Sidecar
-
-    out = []
-    for entries in (100_000, 0):
-        s = ServeSettings(
-            grpc_port=0,
-            metrics_port=0,
-            http_port=0,
-            threads=1,
-            querylog_path=None,
-            querylog_index=None,
-            rerank_budget_ms=60_000,
-            score_cache_entries=0,
-            document_cache_entries=entries,
-            search_indices=indices,
-        )
-        sc = Sidecar(s, trained_registry, OpenSearchSettings(url=opensearch_url, index_alias=alias, timeout_s=10))
-        sc.start()
-        out.append(sc)
-    return out
 
 
 def _ids(sc, index: str = "", top_k: int = 30) -> list[list[tuple]]:

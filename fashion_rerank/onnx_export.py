@@ -781,6 +781,9 @@ def export_cross_encoder(
     for v in names:
         if v not in recipes:
             raise ValueError(f"unknown variant {v!r}; known: {', '.join(recipes)}")
+    if not calibration_pairs and "int8" in names and recipes["int8"].get("smooth") is not None:
+        # without calibration pairs "int8" is not smoothed: "int8-plain" would be the same graph again
+        names = [v for v in names if v != "int8-plain"]
     activation = declared_activation(model_dir)  # before the slow part: refuse an unsupported one at once
     tok = _PairEncoder(model_dir, max_length)
     t0 = time.monotonic()
